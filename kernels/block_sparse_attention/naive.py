@@ -1,0 +1,72 @@
+"""Plain-PyTorch reference of block-sparse attention (the maths the Triton kernel must match).
+
+Queries in block i attend to the key blocks listed for i in the index table, plus every text key
+("dense columns"), with an optional exact element mask inside kept blocks. Computed in float32 through
+an explicit softmax so that the log-sum-exp is exact; rows with no key at all return zeros and an LSE of
+-inf instead of NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def index_table_to_block_mask(kv_indices: torch.Tensor, kv_counts: torch.Tensor, num_k_blocks: int) -> torch.Tensor:
+    """(B, H, nQ, maxK) int table + (B, H, nQ) counts -> (B, H, nQ, nK) bool block mask."""
+    slot = torch.arange(kv_indices.shape[-1], device=kv_indices.device)
+    valid = slot < kv_counts[..., None]
+    mask = torch.zeros(*kv_indices.shape[:-1], num_k_blocks + 1, dtype=torch.bool, device=kv_indices.device)
+    # Invalid slots scatter into the spare column `num_k_blocks`, which is dropped.
+    target = torch.where(valid, kv_indices.long(), torch.full_like(kv_indices, num_k_blocks, dtype=torch.long))
+    mask.scatter_(-1, target, True)
+    return mask[..., :num_k_blocks]
+
+
+def block_sparse_attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_indices: torch.Tensor,
+    kv_counts: torch.Tensor,
+    block_size: int,
+    *,
+    text_k: torch.Tensor | None = None,
+    text_v: torch.Tensor | None = None,
+    text_key_mask: torch.Tensor | None = None,
+    element_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block-sparse attention.
+
+    q, k, v: (B, H, N, D) visual tokens. kv_indices: int (B|1, H|1, ceil(N/block_size), maxK) key-block
+    ids per query block (entries beyond kv_counts are ignored); kv_counts: (B|1, H|1, nQ).
+    text_k, text_v: (B, H, L, D) keys/values every query attends to; text_key_mask: (B, L) bool, False =
+    padding. element_mask: (B|1, H|1, N, N) bool applied inside kept blocks.
+    Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32 (natural log).
+    """
+    b, h, n, d = q.shape
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    n_blocks = (n + block_size - 1) // block_size
+    if kv_indices.shape[-2] != n_blocks:
+        raise ValueError(f"kv_indices has {kv_indices.shape[-2]} query blocks, expected {n_blocks}")
+    block_mask = index_table_to_block_mask(kv_indices, kv_counts, n_blocks)
+    mask = block_mask.repeat_interleave(block_size, -2)[..., :n, :].repeat_interleave(block_size, -1)[..., :n]
+    if element_mask is not None:
+        mask = mask & element_mask
+    mask = mask.expand(b, h, n, n)
+    keys, values = k, v
+    if text_k is not None:
+        keys = torch.cat([k, text_k], dim=2)
+        values = torch.cat([v, text_v], dim=2)
+        text_mask = (
+            torch.ones(b, text_k.shape[2], dtype=torch.bool, device=q.device) if text_key_mask is None else text_key_mask
+        )
+        mask = torch.cat([mask, text_mask[:, None, None, :].expand(b, h, n, -1)], dim=-1)
+    scores = torch.matmul(q.float(), keys.float().transpose(-1, -2)) * scale
+    scores = scores.masked_fill(~mask, float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)
+    probs = torch.exp(scores - torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)[..., None])
+    out = torch.matmul(probs, values.float())
+    return out.to(q.dtype), lse

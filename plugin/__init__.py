@@ -1,0 +1,3 @@
+"""swiftdit: efficient attention for diffusers Diffusion Transformers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,148 @@
+"""The method interface: a frozen, validated config plus two steps, `plan` and `attend`.
+
+plan(q, k, call) -> BlockPattern | None
+    Decide which key blocks each query block needs, from the visual queries/keys of this call (dynamic
+    methods) or from the layout alone (static methods). Patterns are cached by the runtime: a plan is
+    reused for `refresh_every` steps per (denoiser, layer, CFG branch).
+attend(inputs, pattern, call) -> Tensor
+    Compute attention of the visual queries with that pattern. Text keys (joint-attention models) are
+    always attended in full; text query rows are computed exactly by the runtime, never by a method.
+
+The runtime (swiftdit.runtime) decides which calls reach a method at all: cross-attention, dense steps
+and dense layers go through diffusers' own dispatcher untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+
+from ..context import AttentionCall
+from ..pattern import BlockPattern
+from ..validation import check_int
+from swiftdit.kernels.block_sparse_attention import block_sparse_attention
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Options every method shares.
+
+    dense_steps: the first N denoising steps run dense attention (warm-up; the layout of the video is
+        decided early).
+    dense_last_steps: the last N denoising steps run dense attention (fine detail).
+    dense_layers: an int N keeps the first N self-attention layers dense, or a tuple of explicit layer
+        indices to keep dense.
+    refresh_every: re-plan the pattern every k sparse steps and reuse it in between (1 = plan every step).
+    """
+
+    dense_steps: int = 0
+    dense_last_steps: int = 0
+    dense_layers: int | tuple[int, ...] = 0
+    refresh_every: int = 1
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        check_int(owner, "dense_steps", self.dense_steps, minimum=0)
+        check_int(owner, "dense_last_steps", self.dense_last_steps, minimum=0)
+        check_int(owner, "refresh_every", self.refresh_every, minimum=1)
+        layers = self.dense_layers
+        if isinstance(layers, list):
+            object.__setattr__(self, "dense_layers", tuple(layers))
+            layers = self.dense_layers
+        if isinstance(layers, tuple):
+            for index in layers:
+                check_int(owner, "dense_layers[i]", index, minimum=0)
+        else:
+            check_int(owner, "dense_layers", layers, minimum=0)
+
+    def is_dense_layer(self, layer_index: int) -> bool:
+        if isinstance(self.dense_layers, tuple):
+            return layer_index in self.dense_layers
+        return layer_index < self.dense_layers
+
+    def is_dense_step(self, step_index: int, num_steps: int | None) -> bool:
+        if step_index < self.dense_steps:
+            return True
+        return num_steps is not None and step_index >= num_steps - self.dense_last_steps
+
+    def options(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class VisualAttentionInputs:
+    """The visual rows of one attention call, in (B, H, N, D) layout.
+
+    text_k, text_v: (B, H, L, D) text keys/values every visual query attends to (None without text).
+    text_key_mask: (B, L) bool, False marks padded text tokens.
+    visual_mask: (B|1, H|1, N, N) bool element mask the model itself imposes among visual tokens
+        (e.g. SkyReels' block-causal diffusion-forcing mask); None when the model imposes none.
+    """
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    scale: float
+    text_k: torch.Tensor | None = None
+    text_v: torch.Tensor | None = None
+    text_key_mask: torch.Tensor | None = None
+    visual_mask: torch.Tensor | None = None
+
+
+class AttentionMethod:
+    """Base class: subclasses set `name`, `Config`, `summary`, `paper` and implement `plan`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    summary: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    # True when the pattern depends only on the layout (radial, CLEAR): planned once per layout.
+    static_pattern: ClassVar[bool] = False
+    # False for methods that never change attention (dense).
+    sparsifies: ClassVar[bool] = True
+
+    def __init__(self, config: MethodConfig):
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    def plan(self, q: torch.Tensor, k: torch.Tensor, call: AttentionCall) -> BlockPattern | None:
+        raise NotImplementedError
+
+    def attend(self, inputs: VisualAttentionInputs, pattern: BlockPattern, call: AttentionCall) -> torch.Tensor:
+        """Block-sparse attention with the pattern (tokens reordered first if the pattern says so)."""
+        return attend_with_pattern(inputs, pattern)[0]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+
+def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run block-sparse attention for a pattern; returns (out, lse) in the original token order."""
+    q, k, v, visual_mask = inputs.q, inputs.k, inputs.v, inputs.visual_mask
+    order = pattern.token_order
+    if order is not None:
+        q, k, v = q[:, :, order], k[:, :, order], v[:, :, order]
+        if visual_mask is not None:
+            visual_mask = visual_mask[:, :, order][:, :, :, order]
+    element_mask = pattern.element_mask
+    if visual_mask is not None:
+        element_mask = visual_mask if element_mask is None else element_mask & visual_mask
+    kv_indices, kv_counts = pattern.to_index_table()
+    out, lse = block_sparse_attention(
+        q, k, v, kv_indices, kv_counts, pattern.block_size,
+        text_k=inputs.text_k, text_v=inputs.text_v, text_key_mask=inputs.text_key_mask,
+        element_mask=element_mask, scale=inputs.scale,
+    )
+    if order is not None:
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        out, lse = out[:, :, inverse], lse[:, :, inverse]
+    return out, lse
+
+
+def default_scale(head_dim: int, scale: float | None) -> float:
+    return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)

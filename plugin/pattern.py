@@ -1,0 +1,102 @@
+"""Block patterns: which key blocks each query block attends to, over the visual tokens.
+
+A plan is data, so that it can be cached across steps, counted, drawn and tested without a model.
+Text tokens are never part of a pattern: their rows and columns are always computed exactly by the
+method base class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class BlockPattern:
+    """Block mask over the visual tokens of one attention call.
+
+    block_mask: bool tensor (B or 1, H or 1, num_q_blocks, num_k_blocks); True = the block is computed.
+        Singleton batch/head dims broadcast (a static mask shared by all heads has H == 1).
+    block_size: tokens per block (query and key blocks have the same size); the last block may be short.
+    token_order: optional permutation of the visual tokens applied before blocking (reorder="hilbert",
+        DraftAttention's cell reordering); `token_order[i]` is the original index of reordered token i.
+        None means raster order.
+    element_mask: optional callable mask on exact token pairs inside kept blocks (CLEAR's radius),
+        as a bool tensor (num_visual, num_visual) in the (possibly reordered) token order; None = whole
+        blocks.
+    extras: method-specific data that travels with the plan (e.g. pooled mass for rectified attention).
+    """
+
+    block_mask: torch.Tensor
+    block_size: int
+    num_tokens: int
+    token_order: torch.Tensor | None = None
+    element_mask: torch.Tensor | None = None
+    extras: dict | None = None
+
+    def __post_init__(self) -> None:
+        if self.block_mask.dtype != torch.bool or self.block_mask.dim() != 4:
+            raise ValueError("BlockPattern.block_mask must be a 4-D bool tensor (B, H, num_q_blocks, num_k_blocks)")
+        n_blocks = num_blocks(self.num_tokens, self.block_size)
+        if self.block_mask.shape[-2:] != (n_blocks, n_blocks):
+            raise ValueError(
+                f"BlockPattern.block_mask has {tuple(self.block_mask.shape[-2:])} blocks, expected "
+                f"({n_blocks}, {n_blocks}) for {self.num_tokens} tokens in blocks of {self.block_size}"
+            )
+
+    @property
+    def num_blocks(self) -> int:
+        return self.block_mask.shape[-1]
+
+    def density(self) -> float:
+        """Fraction of visual query-key pairs computed, counting the short last block by its real size."""
+        if self.element_mask is not None:
+            return float(self.to_element_mask().float().mean())
+        return float(self.density_per_head().mean())
+
+    def density_per_head(self) -> torch.Tensor:
+        """Density per (batch, head) as a float tensor (B or 1, H or 1)."""
+        sizes = block_sizes(self.num_tokens, self.block_size, self.block_mask.device).to(torch.float64)
+        pair_area = sizes[:, None] * sizes[None, :]
+        return (self.block_mask.to(torch.float64) * pair_area).sum(dim=(-2, -1)) / (self.num_tokens**2)
+
+    def to_index_table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kv_block_indices, counts) per (batch, head, query block), the kernels' input format.
+
+        kv_block_indices: int32 (B, H, num_q_blocks, num_k_blocks), kept block ids first, ascending,
+        padded with -1; counts: int32 (B, H, num_q_blocks).
+        """
+        mask = self.block_mask
+        counts = mask.sum(-1, dtype=torch.int32)
+        ids = torch.arange(mask.shape[-1], device=mask.device, dtype=torch.int32).expand(mask.shape)
+        # Sort kept ids before dropped ones while keeping ascending order among the kept.
+        key = torch.where(mask, ids, ids + mask.shape[-1])
+        order = key.argsort(dim=-1).to(torch.int32)
+        padded = torch.where(
+            torch.arange(mask.shape[-1], device=mask.device)[None, None, None, :] < counts[..., None],
+            order,
+            torch.full_like(order, -1),
+        )
+        return padded, counts
+
+    def to_element_mask(self) -> torch.Tensor:
+        """Token-level bool mask (B or 1, H or 1, N, N) in the pattern's token order (reference path only)."""
+        n = self.num_tokens
+        mask = self.block_mask.repeat_interleave(self.block_size, dim=-2)[..., :n, :]
+        mask = mask.repeat_interleave(self.block_size, dim=-1)[..., :n]
+        if self.element_mask is not None:
+            mask = mask & self.element_mask
+        return mask
+
+
+def num_blocks(num_tokens: int, block_size: int) -> int:
+    return (num_tokens + block_size - 1) // block_size
+
+
+def block_sizes(num_tokens: int, block_size: int, device=None) -> torch.Tensor:
+    """Number of real tokens in each block (the last one may be short)."""
+    n = num_blocks(num_tokens, block_size)
+    sizes = torch.full((n,), block_size, dtype=torch.int64, device=device)
+    sizes[-1] = num_tokens - (n - 1) * block_size
+    return sizes
