@@ -58,22 +58,19 @@ class TokenLayout:
             return slice(self.num_visual, self.num_visual + self.text_len)
         return slice(0, 0)
 
-    def with_seq_len(self, seq_len: int) -> "TokenLayout":
-        """The layout for a call of `seq_len` tokens: the tokens beyond the grid are text.
+    @classmethod
+    def for_call(cls, grid: tuple[int, int, int], seq_len: int, text_position: TextPosition) -> "TokenLayout":
+        """The layout of an attention call of `seq_len` tokens: the tokens beyond the grid are text.
 
-        Models such as Mochi drop padded text per sample, so the text length is only known per call.
+        The text length is read per call because models such as Mochi drop padded text per sample.
         """
-        text_len = seq_len - self.num_visual
+        num_visual = grid[0] * grid[1] * grid[2]
+        text_len = seq_len - num_visual
         if text_len < 0:
+            raise ValueError(f"attention call has {seq_len} tokens, fewer than the {num_visual} visual tokens of grid {grid}")
+        if text_len and text_position == "none":
             raise ValueError(
-                f"attention call has {seq_len} tokens, fewer than the {self.num_visual} visual tokens of grid {self.grid}"
+                f"attention call has {text_len} tokens beyond the visual grid {grid}, but this layer is declared "
+                "visual-only self-attention"
             )
-        if text_len == self.text_len:
-            return self
-        position = self.text_position if text_len else "none"
-        if text_len and position == "none":
-            raise ValueError(
-                f"attention call has {text_len} tokens beyond the visual grid {self.grid} but the model's layout "
-                "declares no text tokens in self-attention"
-            )
-        return TokenLayout(self.grid, text_len, position)
+        return cls(tuple(grid), text_len, text_position if text_len else "none")
