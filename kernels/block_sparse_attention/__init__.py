@@ -1,11 +1,114 @@
 """Block-sparse attention over visual tokens, with always-kept text columns.
 
-`block_sparse_attention` is the entry point every method calls; on CPU (and wherever no Triton kernel
-is available) it runs the plain-PyTorch reference in `naive.py`.
+`block_sparse_attention` is the entry point every method calls. On CUDA tensors in bf16/fp16 it runs the
+Triton kernels (forward + backward through an autograd Function); elsewhere it runs the plain-PyTorch
+reference in `naive.py`. `backend="triton"` forces the kernels (on CPU tensors that needs
+TRITON_INTERPRET=1, which the tests use), `backend="reference"` forces the reference.
 """
 
-from .naive import block_sparse_attention_reference
+from __future__ import annotations
 
-block_sparse_attention = block_sparse_attention_reference
+import math
 
-__all__ = ["block_sparse_attention", "block_sparse_attention_reference"]
+import torch
+
+from .naive import block_mask_to_index_table, block_sparse_attention_reference, index_table_to_block_mask
+
+BACKENDS = ("auto", "triton", "reference")
+TRITON_BLOCK_SIZES = (32, 64, 128)
+TRITON_MAX_HEAD_DIM = 256
+TRITON_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def _check_shapes(q, k, v, kv_indices, kv_counts, block_size, text_k, text_v, text_key_mask, element_mask):
+    if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f"q, k, v must share one (B, H, N, D) shape; got {tuple(q.shape)}, {tuple(k.shape)}, "
+                         f"{tuple(v.shape)}")
+    b, h, n, d = q.shape
+    if not isinstance(block_size, int) or block_size <= 0:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    n_blocks = math.ceil(n / block_size)
+    if kv_indices.dim() != 4 or kv_indices.shape[0] not in (1, b) or kv_indices.shape[1] not in (1, h) \
+            or kv_indices.shape[2] != n_blocks:
+        raise ValueError(f"kv_indices must be (B|1, H|1, {n_blocks}, maxK) for {n} tokens in blocks of "
+                         f"{block_size}; got {tuple(kv_indices.shape)}")
+    if kv_indices.dtype not in (torch.int32, torch.int64) or kv_counts.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"kv_indices and kv_counts must be int32 or int64; got {kv_indices.dtype}, {kv_counts.dtype}")
+    if kv_counts.shape != kv_indices.shape[:3]:
+        raise ValueError(f"kv_counts must have shape {tuple(kv_indices.shape[:3])}, got {tuple(kv_counts.shape)}")
+    if (text_k is None) != (text_v is None):
+        raise ValueError("text_k and text_v must be given together")
+    if text_k is not None and (text_k.dim() != 4 or text_k.shape[:2] != (b, h) or text_k.shape[3] != d
+                               or text_v.shape != text_k.shape):
+        raise ValueError(f"text_k and text_v must be (B, H, L, D) = ({b}, {h}, L, {d}); got "
+                         f"{tuple(text_k.shape)}, {tuple(text_v.shape)}")
+    if text_key_mask is not None:
+        if text_k is None:
+            raise ValueError("text_key_mask needs text_k and text_v")
+        if text_key_mask.dtype != torch.bool or text_key_mask.shape != (b, text_k.shape[2]):
+            raise ValueError(f"text_key_mask must be bool ({b}, {text_k.shape[2]}); got {text_key_mask.dtype} "
+                             f"{tuple(text_key_mask.shape)}")
+    if element_mask is not None and (element_mask.dtype != torch.bool or element_mask.dim() != 4
+                                     or element_mask.shape[0] not in (1, b) or element_mask.shape[1] not in (1, h)
+                                     or element_mask.shape[2:] != (n, n)):
+        raise ValueError(f"element_mask must be bool (B|1, H|1, {n}, {n}); got {element_mask.dtype} "
+                         f"{tuple(element_mask.shape)}")
+
+
+def uses_triton(q: torch.Tensor, block_size: int, backend: str) -> bool:
+    """Whether `backend` resolves to the Triton kernels for these inputs (ValueError if it cannot)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "reference":
+        return False
+    supported = block_size in TRITON_BLOCK_SIZES and q.shape[-1] <= TRITON_MAX_HEAD_DIM
+    if backend == "auto":
+        return q.is_cuda and q.dtype in TRITON_DTYPES and supported
+    if not supported:
+        raise ValueError(f"backend='triton' needs block_size in {TRITON_BLOCK_SIZES} and head_dim <= "
+                         f"{TRITON_MAX_HEAD_DIM}; got block_size={block_size}, head_dim={q.shape[-1]}")
+    return True
+
+
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_indices: torch.Tensor,
+    kv_counts: torch.Tensor,
+    block_size: int,
+    *,
+    text_k: torch.Tensor | None = None,
+    text_v: torch.Tensor | None = None,
+    text_key_mask: torch.Tensor | None = None,
+    element_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block-sparse attention; same arguments and results as `block_sparse_attention_reference`.
+
+    Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32; rows with no key give zeros and -inf.
+    Both outputs are differentiable (q, k, v, text_k, text_v) on either backend.
+    """
+    _check_shapes(q, k, v, kv_indices, kv_counts, block_size, text_k, text_v, text_key_mask, element_mask)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if not uses_triton(q, block_size, backend):
+        return block_sparse_attention_reference(
+            q, k, v, kv_indices, kv_counts, block_size, text_k=text_k, text_v=text_v,
+            text_key_mask=text_key_mask, element_mask=element_mask, scale=scale,
+        )
+    from .triton_ops import BlockSparseAttentionFunction
+
+    key_mask = text_key_mask.to(torch.uint8).contiguous() if text_key_mask is not None else None
+    return BlockSparseAttentionFunction.apply(
+        q, k, v, text_k, text_v, kv_indices, kv_counts, key_mask, element_mask, block_size, scale,
+    )
+
+
+__all__ = [
+    "block_sparse_attention",
+    "block_sparse_attention_reference",
+    "block_mask_to_index_table",
+    "index_table_to_block_mask",
+    "uses_triton",
+]

@@ -1,0 +1,374 @@
+"""Triton block-sparse attention kernels: forward, and backward as a dQ pass and a dK/dV pass.
+
+Layout and conventions shared by the three kernels:
+- one program per (query block or key block, batch * head); the index table is read one slot at a time,
+  so the loop length is the row's own count and an empty row simply skips the loop;
+- scores are kept in log2 units (the softmax scale is pre-multiplied by log2(e)) so that `exp2` is used;
+  the stored LSE is natural-log, as the reference returns it;
+- the visual sequence may end inside the last block (EVEN_N is False): keys past the end get a score of
+  -inf, queries past the end are never stored;
+- text keys ("dense columns") are walked after the table, in tiles of the block size, for every query
+  block; a (B, L) padding mask may switch some of them off;
+- the optional element mask (B|1, H|1, N, N) is only read for (query block, key block) pairs whose
+  `block_full` flag is 0, so whole blocks cost nothing extra;
+- with HAS_LINEAR the same loop also runs the sparse-linear (SLA) branch: for every *selected* key block
+  it accumulates phi(q) phi(k)^T V and phi(q) phi(k)^T 1, which the epilogue subtracts from the totals
+  phi(q) S and phi(q) z over all keys, leaving linear attention over the blocks that were *not* selected.
+
+Tensors the wrappers allocate (out, lse, gradients, feature maps) are contiguous (B, H, N, D) / (B, H, N);
+q, k, v and text k/v come with their own strides so that (B, N, H, D) views need no copy.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+def interpreting() -> bool:
+    """True when Triton runs its CPU interpreter (TRITON_INTERPRET=1): tests use one small config."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _configs(sub_tiles: tuple[int, ...], warps_stages: tuple[tuple[int, int], ...]) -> list[triton.Config]:
+    if interpreting():
+        return [triton.Config({"SUB": sub_tiles[0]}, num_warps=4, num_stages=1)]
+    return [
+        triton.Config({"SUB": sub}, num_warps=warps, num_stages=stages)
+        for sub in sub_tiles
+        for warps, stages in warps_stages
+    ]
+
+
+def _prune_sub_tiles(configs, named_args, **kwargs):
+    """A sub-tile may not be larger than the block it splits."""
+    block = kwargs["BLOCK"]
+    kept = [c for c in configs if c.kwargs["SUB"] <= block]
+    return kept or [triton.Config({"SUB": block}, num_warps=4, num_stages=2)]
+
+
+@triton.jit
+def _online_softmax_step(s, m_i, l_i, acc, v):
+    """One FlashAttention update with scores `s` (log2 units) that may be -inf everywhere in a row."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    # A row that has seen no finite score yet keeps m = -inf; subtracting 0 instead avoids inf - inf.
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.math.exp2(m_i - m_use)
+    p = tl.math.exp2(s - m_use[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _element_mask_scores(s, ElemMask, BlockFullRow, k_block, offs_m, offs_n, seq_len, s_em_q):
+    """Set scores outside the element mask to -inf, reading the mask only for partially kept blocks.
+
+    ElemMask points at this (batch, head)'s (N, N) mask, BlockFullRow at this query block's flags.
+    """
+    full = tl.load(BlockFullRow + k_block)
+    if full == 0:
+        inside = (offs_m[:, None] < seq_len) & (offs_n[None, :] < seq_len)
+        keep = tl.load(ElemMask + offs_m[:, None].to(tl.int64) * s_em_q + offs_n[None, :], mask=inside, other=0)
+        s = tl.where(keep != 0, s, float("-inf"))
+    return s
+
+
+@triton.autotune(
+    configs=_configs((64, 128), ((8, 2), (8, 3), (4, 2))),
+    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "HAS_EMASK", "HAS_LINEAR"],
+    prune_configs_by={"early_config_prune": _prune_sub_tiles},
+)
+@triton.jit
+def block_sparse_forward_kernel(
+    Q, K, V, Out, Lse, KvIdx, KvCnt,
+    TextK, TextV, TextMask, ElemMask, BlockFull,
+    PhiQ, PhiK, LinState, LinNorm, OutLin, DenLin,
+    s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn,
+    s_ib, s_ih, s_iq, s_cb, s_ch,
+    s_tkb, s_tkh, s_tkn, s_tvb, s_tvh, s_tvn, s_tmb,
+    s_emb, s_emh, s_emq, s_fb, s_fh, s_fq,
+    num_heads, seq_len, text_len, num_k_blocks, qk_scale_log2, linear_eps,
+    BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    EVEN_N: tl.constexpr, HAS_TEXT: tl.constexpr, HAS_TEXT_MASK: tl.constexpr,
+    HAS_EMASK: tl.constexpr, HAS_LINEAR: tl.constexpr,
+):
+    q_block = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // num_heads).to(tl.int64)
+    h = (bh % num_heads).to(tl.int64)
+    offs_m = q_block * BLOCK + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    row_ok = offs_m < seq_len
+    q = tl.load(Q + b * s_qb + h * s_qh + offs_m[:, None] * s_qn + offs_d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    m_i = tl.full([BLOCK], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK], tl.float32)
+    acc = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+
+    k_base = K + b * s_kb + h * s_kh
+    v_base = V + b * s_vb + h * s_vh
+    count = tl.load(KvCnt + b * s_cb + h * s_ch + q_block)
+    idx_row = KvIdx + b * s_ib + h * s_ih + q_block * s_iq
+    em_base = ElemMask + b * s_emb + h * s_emh
+    full_row = BlockFull + b * s_fb + h * s_fh + q_block * s_fq
+    bhn = (b * num_heads + h) * seq_len
+    if HAS_LINEAR:
+        phi_q = tl.load(PhiQ + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :],
+                        mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+        lin_acc = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+        lin_den = tl.zeros([BLOCK], tl.float32)
+
+    for slot in range(count):
+        k_block = tl.load(idx_row + slot)
+        for sub in tl.static_range(BLOCK // SUB):
+            offs_n = k_block * BLOCK + sub * SUB + tl.arange(0, SUB)
+            if EVEN_N:
+                kv_ok = d_ok[None, :]
+            else:
+                kv_ok = (offs_n[:, None] < seq_len) & d_ok[None, :]
+            k = tl.load(k_base + offs_n[:, None] * s_kn + offs_d[None, :], mask=kv_ok, other=0.0)
+            v = tl.load(v_base + offs_n[:, None] * s_vn + offs_d[None, :], mask=kv_ok, other=0.0)
+            s = tl.dot(q, tl.trans(k)) * qk_scale_log2
+            if not EVEN_N:
+                s = tl.where(offs_n[None, :] < seq_len, s, float("-inf"))
+            if HAS_EMASK:
+                s = _element_mask_scores(s, em_base, full_row, k_block, offs_m, offs_n, seq_len, s_emq)
+            m_i, l_i, acc = _online_softmax_step(s, m_i, l_i, acc, v)
+            if HAS_LINEAR:
+                phi_k = tl.load(PhiK + (bhn + offs_n[:, None]) * HEAD_DIM + offs_d[None, :], mask=kv_ok, other=0.0)
+                a = tl.dot(phi_q, tl.trans(phi_k))
+                lin_acc += tl.dot(a.to(v.dtype), v)
+                lin_den += tl.sum(a, 1)
+
+    if HAS_TEXT:
+        tk_base = TextK + b * s_tkb + h * s_tkh
+        tv_base = TextV + b * s_tvb + h * s_tvh
+        for start in range(0, text_len, SUB):
+            offs_t = start + tl.arange(0, SUB)
+            t_ok = offs_t < text_len
+            if HAS_TEXT_MASK:
+                t_ok = t_ok & (tl.load(TextMask + b * s_tmb + offs_t, mask=offs_t < text_len, other=0) != 0)
+            k = tl.load(tk_base + offs_t[:, None] * s_tkn + offs_d[None, :], mask=t_ok[:, None] & d_ok[None, :],
+                        other=0.0)
+            v = tl.load(tv_base + offs_t[:, None] * s_tvn + offs_d[None, :], mask=t_ok[:, None] & d_ok[None, :],
+                        other=0.0)
+            s = tl.dot(q, tl.trans(k)) * qk_scale_log2
+            s = tl.where(t_ok[None, :], s, float("-inf"))
+            m_i, l_i, acc = _online_softmax_step(s, m_i, l_i, acc, v)
+
+    empty = l_i == 0.0
+    out = acc / tl.where(empty, 1.0, l_i)[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
+    o_ptrs = Out + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :]
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    tl.store(Lse + bhn + offs_m, lse, mask=row_ok)
+
+    if HAS_LINEAR:
+        offs_e = tl.arange(0, BLOCK_D)
+        bh_state = b * num_heads + h
+        state = tl.load(LinState + bh_state * HEAD_DIM * HEAD_DIM + offs_d[:, None] * HEAD_DIM + offs_e[None, :],
+                        mask=d_ok[:, None] & d_ok[None, :], other=0.0)
+        norm = tl.load(LinNorm + bh_state * HEAD_DIM + offs_d, mask=d_ok, other=0.0)
+        phi_q32 = phi_q.to(tl.float32)
+        # fp32 'ieee' products: the totals minus the selected part must cancel to far below the rest's mass.
+        numer = tl.dot(phi_q32, state, input_precision="ieee") - lin_acc
+        denom = tl.sum(phi_q32 * norm[None, :], 1) - lin_den
+        # A row that selected every block has no linear part; its difference is pure rounding.
+        rest_empty = count >= num_k_blocks
+        denom = tl.where(rest_empty, 1.0, denom + linear_eps)
+        out_lin = tl.where(rest_empty, 0.0, numer / denom[:, None])
+        tl.store(OutLin + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], out_lin.to(OutLin.dtype.element_ty),
+                 mask=row_ok[:, None] & d_ok[None, :])
+        tl.store(DenLin + bhn + offs_m, denom, mask=row_ok)
+
+
+@triton.autotune(
+    configs=_configs((32, 64), ((8, 2), (4, 2), (8, 3))),
+    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "HAS_EMASK", "HAS_LINEAR"],
+    prune_configs_by={"early_config_prune": _prune_sub_tiles},
+)
+@triton.jit
+def block_sparse_dq_kernel(
+    Q, K, V, DO, Lse, Delta, DQ, KvIdx, KvCnt,
+    TextK, TextV, TextMask, ElemMask, BlockFull,
+    PhiQ, PhiK, DLinNum, DLinDen, DPhiQ,
+    s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn,
+    s_ib, s_ih, s_iq, s_cb, s_ch,
+    s_tkb, s_tkh, s_tkn, s_tvb, s_tvh, s_tvn, s_tmb,
+    s_emb, s_emh, s_emq, s_fb, s_fh, s_fq,
+    num_heads, seq_len, text_len, qk_scale_log2, scale,
+    BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    EVEN_N: tl.constexpr, HAS_TEXT: tl.constexpr, HAS_TEXT_MASK: tl.constexpr,
+    HAS_EMASK: tl.constexpr, HAS_LINEAR: tl.constexpr,
+):
+    """dQ for one query block: walks the same key blocks as the forward (SUB keys at a time)."""
+    q_block = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // num_heads).to(tl.int64)
+    h = (bh % num_heads).to(tl.int64)
+    offs_m = q_block * BLOCK + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    row_ok = offs_m < seq_len
+    tile_ok = row_ok[:, None] & d_ok[None, :]
+    bhn = (b * num_heads + h) * seq_len
+    q = tl.load(Q + b * s_qb + h * s_qh + offs_m[:, None] * s_qn + offs_d[None, :], mask=tile_ok, other=0.0)
+    do = tl.load(DO + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], mask=tile_ok, other=0.0)
+    # Empty rows (LSE -inf) and rows past the end get LSE +inf so that every probability is exactly 0.
+    lse = tl.load(Lse + bhn + offs_m, mask=row_ok, other=float("inf"))
+    lse = tl.where(lse == float("-inf"), float("inf"), lse) * 1.4426950408889634
+    delta = tl.load(Delta + bhn + offs_m, mask=row_ok, other=0.0)
+    dq = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+
+    k_base = K + b * s_kb + h * s_kh
+    v_base = V + b * s_vb + h * s_vh
+    count = tl.load(KvCnt + b * s_cb + h * s_ch + q_block)
+    idx_row = KvIdx + b * s_ib + h * s_ih + q_block * s_iq
+    em_base = ElemMask + b * s_emb + h * s_emh
+    full_row = BlockFull + b * s_fb + h * s_fh + q_block * s_fq
+    if HAS_LINEAR:
+        phi_q = tl.load(PhiQ + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], mask=tile_ok, other=0.0)
+        d_num = tl.load(DLinNum + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], mask=tile_ok, other=0.0)
+        d_den = tl.load(DLinDen + bhn + offs_m, mask=row_ok, other=0.0)
+        d_phi_q = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+
+    for slot in range(count):
+        k_block = tl.load(idx_row + slot)
+        for sub in tl.static_range(BLOCK // SUB):
+            offs_n = k_block * BLOCK + sub * SUB + tl.arange(0, SUB)
+            if EVEN_N:
+                kv_ok = d_ok[None, :]
+            else:
+                kv_ok = (offs_n[:, None] < seq_len) & d_ok[None, :]
+            k = tl.load(k_base + offs_n[:, None] * s_kn + offs_d[None, :], mask=kv_ok, other=0.0)
+            v = tl.load(v_base + offs_n[:, None] * s_vn + offs_d[None, :], mask=kv_ok, other=0.0)
+            s = tl.dot(q, tl.trans(k)) * qk_scale_log2
+            if not EVEN_N:
+                s = tl.where(offs_n[None, :] < seq_len, s, float("-inf"))
+            if HAS_EMASK:
+                s = _element_mask_scores(s, em_base, full_row, k_block, offs_m, offs_n, seq_len, s_emq)
+            p = tl.math.exp2(s - lse[:, None])
+            dp = tl.dot(do, tl.trans(v))
+            ds = p * (dp - delta[:, None])
+            dq += tl.dot(ds.to(k.dtype), k)
+            if HAS_LINEAR:
+                phi_k = tl.load(PhiK + (bhn + offs_n[:, None]) * HEAD_DIM + offs_d[None, :], mask=kv_ok, other=0.0)
+                d_a = tl.dot(d_num.to(v.dtype), tl.trans(v)) + d_den[:, None]
+                d_phi_q += tl.dot(d_a.to(phi_k.dtype), phi_k)
+
+    if HAS_TEXT:
+        tk_base = TextK + b * s_tkb + h * s_tkh
+        tv_base = TextV + b * s_tvb + h * s_tvh
+        for start in range(0, text_len, SUB):
+            offs_t = start + tl.arange(0, SUB)
+            t_ok = offs_t < text_len
+            if HAS_TEXT_MASK:
+                t_ok = t_ok & (tl.load(TextMask + b * s_tmb + offs_t, mask=offs_t < text_len, other=0) != 0)
+            k = tl.load(tk_base + offs_t[:, None] * s_tkn + offs_d[None, :], mask=t_ok[:, None] & d_ok[None, :],
+                        other=0.0)
+            v = tl.load(tv_base + offs_t[:, None] * s_tvn + offs_d[None, :], mask=t_ok[:, None] & d_ok[None, :],
+                        other=0.0)
+            s = tl.dot(q, tl.trans(k)) * qk_scale_log2
+            s = tl.where(t_ok[None, :], s, float("-inf"))
+            p = tl.math.exp2(s - lse[:, None])
+            dp = tl.dot(do, tl.trans(v))
+            ds = p * (dp - delta[:, None])
+            dq += tl.dot(ds.to(k.dtype), k)
+
+    tl.store(DQ + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),
+             mask=tile_ok)
+    if HAS_LINEAR:
+        tl.store(DPhiQ + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], d_phi_q, mask=tile_ok)
+
+
+@triton.autotune(
+    configs=_configs((32, 64), ((8, 2), (4, 2), (8, 3))),
+    key=["BLOCK", "HEAD_DIM", "HAS_EMASK", "HAS_KEY_MASK", "HAS_LINEAR"],
+    prune_configs_by={"early_config_prune": _prune_sub_tiles},
+)
+@triton.jit
+def block_sparse_dkdv_kernel(
+    Q, K, V, DO, Lse, Delta, DK, DV, QIdx, QCnt, KeyMask, ElemMask, BlockFull,
+    PhiQ, PhiK, DLinNum, DLinDen, DPhiK, DVLin,
+    s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn,
+    s_ib, s_ih, s_ik, s_cb, s_ch, s_ck, s_kmb,
+    s_emb, s_emh, s_emq, s_fb, s_fh, s_fq,
+    num_heads, seq_len, key_len, qk_scale_log2, scale,
+    BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_KEY_MASK: tl.constexpr, HAS_EMASK: tl.constexpr, HAS_LINEAR: tl.constexpr,
+):
+    """dK, dV for one key block (visual, or a tile of text keys) over the query blocks that attend to it.
+
+    QIdx/QCnt is the transposed index table: query blocks per key block. For text keys it is "every
+    query block", passed with zero strides. SUB query rows are processed at a time.
+    """
+    k_block = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // num_heads).to(tl.int64)
+    h = (bh % num_heads).to(tl.int64)
+    offs_n = k_block * BLOCK + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    key_ok = offs_n < key_len
+    if HAS_KEY_MASK:
+        key_ok = key_ok & (tl.load(KeyMask + b * s_kmb + offs_n, mask=offs_n < key_len, other=0) != 0)
+    tile_ok = (offs_n[:, None] < key_len) & d_ok[None, :]
+    k = tl.load(K + b * s_kb + h * s_kh + offs_n[:, None] * s_kn + offs_d[None, :], mask=tile_ok, other=0.0)
+    v = tl.load(V + b * s_vb + h * s_vh + offs_n[:, None] * s_vn + offs_d[None, :], mask=tile_ok, other=0.0)
+    dk = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+    bh_q = (b * num_heads + h) * seq_len
+    bh_k = (b * num_heads + h) * key_len
+    if HAS_LINEAR:
+        phi_k = tl.load(PhiK + (bh_k + offs_n[:, None]) * HEAD_DIM + offs_d[None, :], mask=tile_ok, other=0.0)
+        d_phi_k = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+        dv_lin = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+
+    count = tl.load(QCnt + b * s_cb + h * s_ch + k_block * s_ck)
+    idx_row = QIdx + b * s_ib + h * s_ih + k_block * s_ik
+    em_base = ElemMask + b * s_emb + h * s_emh
+    for slot in range(count):
+        q_block = tl.load(idx_row + slot)
+        for sub in tl.static_range(BLOCK // SUB):
+            offs_m = q_block * BLOCK + sub * SUB + tl.arange(0, SUB)
+            row_ok = offs_m < seq_len
+            q_tile_ok = row_ok[:, None] & d_ok[None, :]
+            q = tl.load(Q + b * s_qb + h * s_qh + offs_m[:, None] * s_qn + offs_d[None, :], mask=q_tile_ok,
+                        other=0.0)
+            do = tl.load(DO + (bh_q + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], mask=q_tile_ok, other=0.0)
+            lse = tl.load(Lse + bh_q + offs_m, mask=row_ok, other=float("inf"))
+            lse = tl.where(lse == float("-inf"), float("inf"), lse) * 1.4426950408889634
+            delta = tl.load(Delta + bh_q + offs_m, mask=row_ok, other=0.0)
+            s = tl.dot(q, tl.trans(k)) * qk_scale_log2
+            s = tl.where(key_ok[None, :], s, float("-inf"))
+            if HAS_EMASK:
+                full_row = BlockFull + b * s_fb + h * s_fh + q_block * s_fq
+                s = _element_mask_scores(s, em_base, full_row, k_block, offs_m, offs_n, seq_len, s_emq)
+            p = tl.math.exp2(s - lse[:, None])
+            dv += tl.dot(tl.trans(p.to(do.dtype)), do)
+            dp = tl.dot(do, tl.trans(v))
+            ds = p * (dp - delta[:, None])
+            dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
+            if HAS_LINEAR:
+                phi_q = tl.load(PhiQ + (bh_q + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], mask=q_tile_ok,
+                                other=0.0)
+                d_num = tl.load(DLinNum + (bh_q + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], mask=q_tile_ok,
+                                other=0.0)
+                d_den = tl.load(DLinDen + bh_q + offs_m, mask=row_ok, other=0.0)
+                a = tl.dot(phi_q, tl.trans(phi_k))
+                dv_lin += tl.dot(tl.trans(a.to(v.dtype)), d_num.to(v.dtype))
+                d_a = tl.dot(d_num.to(v.dtype), tl.trans(v)) + d_den[:, None]
+                d_phi_k += tl.dot(tl.trans(d_a.to(phi_q.dtype)), phi_q)
+
+    out_offs = (bh_k + offs_n[:, None]) * HEAD_DIM + offs_d[None, :]
+    tl.store(DK + out_offs, (dk * scale).to(DK.dtype.element_ty), mask=tile_ok)
+    tl.store(DV + out_offs, dv.to(DV.dtype.element_ty), mask=tile_ok)
+    if HAS_LINEAR:
+        tl.store(DPhiK + out_offs, d_phi_k, mask=tile_ok)
+        tl.store(DVLin + out_offs, dv_lin, mask=tile_ok)

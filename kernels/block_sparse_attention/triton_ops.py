@@ -1,0 +1,258 @@
+"""Launchers for the Triton block-sparse kernels and the autograd Function around them.
+
+`launch_forward` / `launch_backward` also serve the sparse-linear (SLA) op, which passes its feature maps
+through `LinearBranch` and gets the masked linear-branch gradients back through `LinearGrads`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from .naive import block_mask_to_index_table, index_table_to_block_mask
+from .triton_attention import (
+    LOG2E,
+    block_sparse_dkdv_kernel,
+    block_sparse_dq_kernel,
+    block_sparse_forward_kernel,
+)
+
+
+@dataclass
+class TextKeys:
+    """Always-attended text keys/values (B, H, L, D) and an optional (B, L) uint8 padding mask (0 = pad)."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    key_mask: torch.Tensor | None
+
+
+@dataclass
+class ElementMask:
+    """Element mask (B|1, H|1, N, N) as uint8 plus per-block 'fully kept' flags (B|1, H|1, nQ, nK)."""
+
+    mask: torch.Tensor
+    block_full: torch.Tensor
+
+    @classmethod
+    def from_bool(cls, mask: torch.Tensor, block_size: int) -> "ElementMask":
+        n = mask.shape[-1]
+        n_blocks = triton.cdiv(n, block_size)
+        pad = n_blocks * block_size - n
+        # Padding counts as kept: positions past the sequence end are masked by the kernel anyway.
+        padded = torch.nn.functional.pad(mask.to(torch.uint8), (0, pad, 0, pad), value=1)
+        blocks = padded.view(*mask.shape[:-2], n_blocks, block_size, n_blocks, block_size)
+        block_full = blocks.amin(dim=(-3, -1)).contiguous()
+        return cls(mask.to(torch.uint8).contiguous(), block_full)
+
+
+@dataclass
+class LinearBranch:
+    """Sparse-linear inputs: feature maps phi(q), phi(k) (B, H, N, D) in q's dtype, contiguous; the totals
+    over all keys state = phi(k)^T v (B, H, D, D) and norm = sum phi(k) (B, H, D), float32, contiguous."""
+
+    phi_q: torch.Tensor
+    phi_k: torch.Tensor
+    state: torch.Tensor
+    norm: torch.Tensor
+    eps: float
+
+
+@dataclass
+class LinearGrads:
+    """Backward inputs of the linear branch (d loss / d numerator (B, H, N, D), d loss / d denominator
+    (B, H, N), float32) and the kernels' outputs: the *selected-block* parts of d phi(q), d phi(k), d v,
+    which the caller subtracts from the all-keys terms."""
+
+    d_numer: torch.Tensor
+    d_denom: torch.Tensor
+    d_phi_q_selected: torch.Tensor | None = None
+    d_phi_k_selected: torch.Tensor | None = None
+    d_v_selected: torch.Tensor | None = None
+
+
+def _bhn_strides(x: torch.Tensor) -> tuple[int, int, int]:
+    """(batch, head, token) strides of a (B, H, N, D) tensor whose last dim is contiguous."""
+    return x.stride(0), x.stride(1), x.stride(2)
+
+
+def _broadcast_strides(x: torch.Tensor, dims: int) -> tuple[int, ...]:
+    """Strides of the first `dims` dims, 0 where the dim has size 1 so that it broadcasts in the kernel."""
+    return tuple(x.stride(i) if x.shape[i] > 1 else 0 for i in range(dims))
+
+
+def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _head_block(head_dim: int) -> int:
+    # tl.dot needs every dim >= 16; smaller or odd head dims are padded with masked lanes.
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def launch_forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_indices: torch.Tensor,
+    kv_counts: torch.Tensor,
+    block_size: int,
+    scale: float,
+    text: TextKeys | None,
+    element_mask: ElementMask | None,
+    linear: LinearBranch | None = None,
+):
+    """Returns out (B, H, N, D) q.dtype, lse (B, H, N) float32 and, with `linear`, the linear-branch output
+    (B, H, N, D) q.dtype and its per-row denominator (B, H, N) float32 (else two Nones)."""
+    b, h, n, d = q.shape
+    q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
+    kv_indices = kv_indices.to(torch.int32).contiguous()
+    kv_counts = kv_counts.to(torch.int32).contiguous()
+    n_blocks = triton.cdiv(n, block_size)
+    out = torch.empty((b, h, n, d), dtype=q.dtype, device=q.device)
+    lse = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
+    out_lin = torch.empty_like(out) if linear is not None else None
+    den_lin = torch.empty_like(lse) if linear is not None else None
+    placeholder = lse  # any tensor: pointers of disabled branches are never dereferenced
+    text_k = _last_dim_contiguous(text.k) if text is not None else placeholder.new_empty((1, 1, 1, 1))
+    text_v = _last_dim_contiguous(text.v) if text is not None else text_k
+    text_mask = text.key_mask if text is not None and text.key_mask is not None else placeholder
+    em = element_mask.mask if element_mask is not None else placeholder.new_empty((1, 1, 1, 1))
+    full = element_mask.block_full if element_mask is not None else em
+    lin = linear
+    grid = (n_blocks, b * h)
+    block_sparse_forward_kernel[grid](
+        q, k, v, out, lse, kv_indices, kv_counts,
+        text_k, text_v, text_mask, em, full,
+        lin.phi_q if lin else placeholder, lin.phi_k if lin else placeholder,
+        lin.state if lin else placeholder, lin.norm if lin else placeholder,
+        out_lin if lin else placeholder, den_lin if lin else placeholder,
+        *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
+        *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 2),
+        *_bhn_strides(text_k), *_bhn_strides(text_v), text_mask.stride(0) if text_mask.dim() == 2 else 0,
+        *_broadcast_strides(em, 3), *_broadcast_strides(full, 3),
+        h, n, text.k.shape[2] if text is not None else 0, n_blocks, scale * LOG2E,
+        lin.eps if lin else 0.0,
+        BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), EVEN_N=n % block_size == 0,
+        HAS_TEXT=text is not None, HAS_TEXT_MASK=text is not None and text.key_mask is not None,
+        HAS_EMASK=element_mask is not None, HAS_LINEAR=lin is not None,
+    )
+    return out, lse, out_lin, den_lin
+
+
+def transpose_index_table(kv_indices: torch.Tensor, kv_counts: torch.Tensor, num_blocks: int):
+    """Query blocks per key block, as the dK/dV pass walks them (same format, on the device, no sync)."""
+    block_mask = index_table_to_block_mask(kv_indices, kv_counts, num_blocks)
+    return block_mask_to_index_table(block_mask.transpose(-1, -2))
+
+
+def launch_backward(
+    q, k, v, out, lse, grad_out, grad_lse,
+    kv_indices, kv_counts, block_size: int, scale: float,
+    text: TextKeys | None, element_mask: ElementMask | None,
+    linear: LinearBranch | None = None, linear_grads: LinearGrads | None = None,
+):
+    """Gradients of the softmax branch (and, with `linear`, the selected-block linear terms written into
+    `linear_grads`). Returns dq, dk, dv, d_text_k, d_text_v (text grads None without text)."""
+    b, h, n, d = q.shape
+    q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
+    grad_out = grad_out.contiguous()
+    kv_indices = kv_indices.to(torch.int32).contiguous()
+    kv_counts = kv_counts.to(torch.int32).contiguous()
+    n_blocks = triton.cdiv(n, block_size)
+    # delta_i = sum_d dO * O; a gradient on the LSE enters the score gradient as +p * dLSE.
+    delta = (grad_out.float() * out.float()).sum(-1)
+    if grad_lse is not None:
+        delta = delta - torch.where(torch.isfinite(lse), grad_lse, torch.zeros_like(grad_lse))
+    delta = delta.contiguous()
+    dq = torch.empty((b, h, n, d), dtype=q.dtype, device=q.device)
+    dk = torch.empty((b, h, n, d), dtype=k.dtype, device=q.device)
+    dv = torch.empty((b, h, n, d), dtype=v.dtype, device=q.device)
+    placeholder = lse
+    text_k = _last_dim_contiguous(text.k) if text is not None else placeholder.new_empty((1, 1, 1, 1))
+    text_v = _last_dim_contiguous(text.v) if text is not None else text_k
+    text_mask = text.key_mask if text is not None and text.key_mask is not None else placeholder
+    text_len = text.k.shape[2] if text is not None else 0
+    em = element_mask.mask if element_mask is not None else placeholder.new_empty((1, 1, 1, 1))
+    full = element_mask.block_full if element_mask is not None else em
+    lin, lg = linear, linear_grads
+    if lin is not None:
+        lg.d_phi_q_selected = torch.empty((b, h, n, d), dtype=torch.float32, device=q.device)
+        lg.d_phi_k_selected = torch.empty_like(lg.d_phi_q_selected)
+        lg.d_v_selected = torch.empty_like(lg.d_phi_q_selected)
+    common = dict(BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), HAS_EMASK=element_mask is not None,
+                  HAS_LINEAR=lin is not None)
+
+    block_sparse_dq_kernel[(n_blocks, b * h)](
+        q, k, v, grad_out, lse, delta, dq, kv_indices, kv_counts,
+        text_k, text_v, text_mask, em, full,
+        lin.phi_q if lin else placeholder, lin.phi_k if lin else placeholder,
+        lg.d_numer if lin else placeholder, lg.d_denom if lin else placeholder,
+        lg.d_phi_q_selected if lin else placeholder,
+        *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
+        *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 2),
+        *_bhn_strides(text_k), *_bhn_strides(text_v), text_mask.stride(0) if text_mask.dim() == 2 else 0,
+        *_broadcast_strides(em, 3), *_broadcast_strides(full, 3),
+        h, n, text_len, scale * LOG2E, scale,
+        EVEN_N=n % block_size == 0, HAS_TEXT=text is not None,
+        HAS_TEXT_MASK=text is not None and text.key_mask is not None, **common,
+    )
+
+    q_indices, q_counts = transpose_index_table(kv_indices, kv_counts, n_blocks)
+    block_sparse_dkdv_kernel[(n_blocks, b * h)](
+        q, k, v, grad_out, lse, delta, dk, dv, q_indices, q_counts, placeholder, em, full,
+        lin.phi_q if lin else placeholder, lin.phi_k if lin else placeholder,
+        lg.d_numer if lin else placeholder, lg.d_denom if lin else placeholder,
+        lg.d_phi_k_selected if lin else placeholder, lg.d_v_selected if lin else placeholder,
+        *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
+        *_broadcast_strides(q_indices, 3), *_broadcast_strides(q_counts, 3), 0,
+        *_broadcast_strides(em, 3), *_broadcast_strides(full, 3),
+        h, n, n, scale * LOG2E, scale, HAS_KEY_MASK=False, **common,
+    )
+
+    d_text_k = d_text_v = None
+    if text is not None:
+        d_text_k = torch.empty((b, h, text_len, d), dtype=text.k.dtype, device=q.device)
+        d_text_v = torch.empty((b, h, text_len, d), dtype=text.v.dtype, device=q.device)
+        # Every query block attends every text tile: a one-row table with zero strides.
+        all_q_blocks = torch.arange(n_blocks, dtype=torch.int32, device=q.device)
+        all_count = torch.full((1,), n_blocks, dtype=torch.int32, device=q.device)
+        block_sparse_dkdv_kernel[(triton.cdiv(text_len, block_size), b * h)](
+            q, text_k, text_v, grad_out, lse, delta, d_text_k, d_text_v, all_q_blocks, all_count, text_mask,
+            em, full, placeholder, placeholder, placeholder, placeholder, placeholder, placeholder,
+            *_bhn_strides(q), *_bhn_strides(text_k), *_bhn_strides(text_v),
+            0, 0, 0, 0, 0, 0, text_mask.stride(0) if text_mask.dim() == 2 else 0,
+            0, 0, 0, 0, 0, 0,
+            h, n, text_len, scale * LOG2E, scale,
+            BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), HAS_EMASK=False, HAS_LINEAR=False,
+            HAS_KEY_MASK=text.key_mask is not None,
+        )
+    return dq, dk, dv, d_text_k, d_text_v
+
+
+class BlockSparseAttentionFunction(torch.autograd.Function):
+    """out, lse = block-sparse attention; differentiable in q, k, v, text_k, text_v (and through the LSE)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, text_k, text_v, kv_indices, kv_counts, text_key_mask, element_mask, block_size, scale):
+        text = TextKeys(text_k, text_v, text_key_mask) if text_k is not None else None
+        emask = ElementMask.from_bool(element_mask, block_size) if element_mask is not None else None
+        out, lse, _, _ = launch_forward(q, k, v, kv_indices, kv_counts, block_size, scale, text, emask)
+        ctx.save_for_backward(q, k, v, text_k, text_v, kv_indices, kv_counts, text_key_mask, out, lse)
+        ctx.element_mask = emask
+        ctx.block_size, ctx.scale = block_size, scale
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_lse):
+        q, k, v, text_k, text_v, kv_indices, kv_counts, text_key_mask, out, lse = ctx.saved_tensors
+        text = TextKeys(text_k, text_v, text_key_mask) if text_k is not None else None
+        if grad_out is None:
+            grad_out = torch.zeros_like(out)
+        dq, dk, dv, d_text_k, d_text_v = launch_backward(
+            q, k, v, out, lse, grad_out, grad_lse, kv_indices, kv_counts, ctx.block_size, ctx.scale,
+            text, ctx.element_mask,
+        )
+        return dq, dk, dv, d_text_k, d_text_v, None, None, None, None, None, None
