@@ -142,7 +142,9 @@ class DenoiserHook(ModelHook):
         return args, kwargs
 
     def reset_state(self, module):
-        self.session.reset_call_state()
+        # diffusers resets stateful hooks at the end of every pipeline call: drop per-call state but keep
+        # the densities of the finished call for inspection (they are cleared when the next call starts).
+        self.session.reset_call_state(keep_stats=True)
         return module
 
 
@@ -279,11 +281,12 @@ class EfficientAttentionSession:
         self.pipeline_calls += 1
         self.reset_call_state()
 
-    def reset_call_state(self) -> None:
+    def reset_call_state(self, keep_stats: bool = False) -> None:
         """Start of a pipeline call (and diffusers' end-of-call reset): no state leaks between calls."""
         self.steps.reset()
         self.patterns.clear()
-        self.stats.clear()
+        if not keep_stats:
+            self.stats.clear()
         for entry in self.denoisers:
             entry.forward = None
         reset = getattr(self.method, "reset", None)
