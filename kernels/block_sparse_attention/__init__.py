@@ -20,7 +20,7 @@ TRITON_MAX_HEAD_DIM = 256
 TRITON_DTYPES = (torch.bfloat16, torch.float16)
 
 
-def _check_shapes(q, k, v, kv_indices, kv_counts, block_size, text_k, text_v, text_key_mask, element_mask):
+def check_block_sparse_inputs(q, k, v, kv_indices, kv_counts, block_size, text_k, text_v, text_key_mask, element_mask):
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"q, k, v must share one (B, H, N, D) shape; got {tuple(q.shape)}, {tuple(k.shape)}, "
                          f"{tuple(v.shape)}")
@@ -90,7 +90,7 @@ def block_sparse_attention(
     Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32; rows with no key give zeros and -inf.
     Both outputs are differentiable (q, k, v, text_k, text_v) on either backend.
     """
-    _check_shapes(q, k, v, kv_indices, kv_counts, block_size, text_k, text_v, text_key_mask, element_mask)
+    check_block_sparse_inputs(q, k, v, kv_indices, kv_counts, block_size, text_k, text_v, text_key_mask, element_mask)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if not uses_triton(q, block_size, backend):
         return block_sparse_attention_reference(
@@ -109,6 +109,7 @@ __all__ = [
     "block_sparse_attention",
     "block_sparse_attention_reference",
     "block_mask_to_index_table",
+    "check_block_sparse_inputs",
     "index_table_to_block_mask",
     "uses_triton",
 ]
