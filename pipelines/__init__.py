@@ -1,0 +1,6 @@
+"""Pipelines shipped with swiftdit: the embedded moving-shapes text-to-video model and its loader."""
+
+from swiftdit.pipelines.loading import EMBEDDED_MODEL_DIR, best_device, load_pipeline
+from swiftdit.pipelines.pipeline_moving_shapes import MovingShapesPipeline
+
+__all__ = ["EMBEDDED_MODEL_DIR", "MovingShapesPipeline", "best_device", "load_pipeline"]

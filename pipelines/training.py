@@ -1,0 +1,287 @@
+"""Training of the embedded model: flow matching with per-chunk noise levels and a chunk-causal mode.
+
+Each sample of a batch is a freshly drawn moving-shapes clip. Its latent frames are cut into chunks and:
+- each chunk gets its own noise level (diffusion forcing) for some samples, one shared level for the rest,
+  so the model denoises both a whole clip at one level and windows of chunks at different levels;
+- some samples attend chunk-causally, and for some of those the chunks before a random one are left clean
+  (noise level 0) and out of the loss, which is the situation of chunk-by-chunk generation: finished
+  chunks as context, the next one being denoised.
+The objective is rectified flow: x_s = (1 - s) x_0 + s e, the model predicts e - x_0 at timestep 1000 s.
+
+Run with accelerate (bf16 on a GPU), seeded, and resumable: `accelerator.save_state` writes the weights,
+optimizer, learning-rate schedule, EMA, data-stream and random-number state, and a rerun with the same
+output folder continues where it stopped and makes the same batches as an uninterrupted run.
+
+    python -m swiftdit.pipelines.training --output-dir runs/embedded --time-limit-s 480
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from torch import nn
+
+from swiftdit.pipelines.chunk_causal import chunk_causal_mask, masked_self_attention, per_token_timesteps
+from swiftdit.pipelines.embedded_model import (
+    EmbeddedModelConfig, build_scheduler, build_text_encoder, build_tokenizer, build_transformer, encode_prompts,
+)
+from swiftdit.pipelines.moving_shapes import render_clips, sample_clips
+from swiftdit.pipelines.pipeline_moving_shapes import MovingShapesPipeline
+from swiftdit.validation import check_choice, check_float, check_int
+
+CHECKPOINT_FOLDER = "checkpoint"
+TRAINING_LOG_FILE = "training_log.json"
+# Weight files are cut below the 16 MiB the device machine hands back per file.
+MAX_SHARD_SIZE = "15MB"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    model: EmbeddedModelConfig = EmbeddedModelConfig()
+    seed: int = 0
+    batch_size: int = 64
+    learning_rate: float = 4e-4
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1  # empty captions teach the unconditional branch of classifier-free guidance
+    chunk_causal_fraction: float = 0.5
+    independent_chunk_noise_fraction: float = 0.5
+    clean_context_fraction: float = 0.5  # of the chunk-causal samples
+    pixel_noise_std: float = 0.02
+    num_frames: int = 16
+    height: int = 64
+    width: int = 64
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    mixed_precision: str = "bf16"
+
+    def __post_init__(self):
+        owner = "TrainingConfig"
+        for name in ("batch_size", "log_every", "checkpoint_every", "num_frames", "height", "width"):
+            check_int(owner, name, getattr(self, name), minimum=1)
+        check_int(owner, "seed", self.seed, minimum=0)
+        check_int(owner, "warmup_steps", self.warmup_steps, minimum=0)
+        check_float(owner, "learning_rate", self.learning_rate, minimum=0.0, exclusive_minimum=True)
+        for name in ("weight_decay", "max_grad_norm", "pixel_noise_std"):
+            check_float(owner, name, getattr(self, name), minimum=0.0)
+        for name in ("ema_decay", "caption_dropout", "chunk_causal_fraction", "independent_chunk_noise_fraction",
+                     "clean_context_fraction"):
+            check_float(owner, name, getattr(self, name), minimum=0.0, maximum=1.0)
+        check_choice(owner, "mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        patch_t, patch_h, patch_w = self.model.patch_size
+        chunk_video_frames = patch_t * self.model.chunk_latent_frames
+        for name, value, multiple in (("num_frames", self.num_frames, chunk_video_frames),
+                                      ("height", self.height, patch_h), ("width", self.width, patch_w)):
+            if value % multiple:
+                raise ValueError(f"{owner}: option '{name}' must be a multiple of {multiple}, got {value}")
+
+
+class TextToVideoModel(nn.Module):
+    """Text encoder and denoiser as one module, so one optimizer, one EMA and one `prepare` cover both."""
+
+    def __init__(self, text_encoder: nn.Module, transformer: nn.Module):
+        super().__init__()
+        self.text_encoder = text_encoder
+        self.transformer = transformer
+
+
+class ClipStream:
+    """Endless, seeded stream of training batches; its generator states are part of the checkpoint."""
+
+    def __init__(self, config: TrainingConfig, device: torch.device):
+        self.config = config
+        self.device = device
+        self.clip_generator = torch.Generator().manual_seed(config.seed)
+        self.device_generator = torch.Generator(device).manual_seed(config.seed + 1)
+
+    def next_batch(self) -> tuple[torch.Tensor, list[str]]:
+        """(B, 3, F, H, W) clips in [-1, 1] and their captions (some emptied for guidance training)."""
+        config = self.config
+        clips = sample_clips(config.batch_size, self.clip_generator, frame_size=config.width)
+        dropped = (torch.rand(config.batch_size, generator=self.clip_generator) < config.caption_dropout).tolist()
+        captions = ["" if drop else clip.caption for clip, drop in zip(clips, dropped)]
+        video = render_clips(clips, config.num_frames, config.height, config.width, config.pixel_noise_std,
+                             self.device_generator, self.device)
+        return video.permute(0, 4, 1, 2, 3) * 2 - 1, captions
+
+    def state_dict(self) -> dict:
+        return {"clip_generator": self.clip_generator.get_state(),
+                "device_generator": self.device_generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.clip_generator.set_state(state["clip_generator"])
+        self.device_generator.set_state(state["device_generator"].cpu())
+
+
+@dataclasses.dataclass
+class TrainingProgress:
+    """Mutable run record, checkpointed with the model: steps done, seconds trained, the loss curve."""
+
+    step: int = 0
+    train_seconds: float = 0.0
+    loss_curve: list = dataclasses.field(default_factory=list)  # [step, mean loss since the last entry]
+
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, state[field.name])
+
+
+def sample_noise_levels(config: TrainingConfig, batch_size: int, num_chunks: int,
+                        generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-chunk noise levels (B, num_chunks) in [0, 1) and the per-sample chunk-causal flags (B,).
+
+    Levels are logit-normal, which concentrates training on the middle of the path where the content of
+    the clip is decided; shared or independent per chunk; zero on the clean context of some causal samples.
+    """
+    def uniform(*shape):
+        return torch.rand(shape, generator=generator, device=device)
+
+    def logit_normal(*shape):
+        return torch.sigmoid(torch.randn(shape, generator=generator, device=device))
+
+    independent = uniform(batch_size, 1) < config.independent_chunk_noise_fraction
+    levels = torch.where(independent, logit_normal(batch_size, num_chunks),
+                         logit_normal(batch_size, 1).expand(batch_size, num_chunks))
+    causal = uniform(batch_size) < config.chunk_causal_fraction
+    clean_context = causal & (uniform(batch_size) < config.clean_context_fraction)
+    first_noisy_chunk = torch.randint(1, max(num_chunks, 2), (batch_size, 1), generator=generator, device=device)
+    is_context = torch.arange(num_chunks, device=device) < first_noisy_chunk
+    levels = torch.where(clean_context[:, None] & is_context, torch.zeros_like(levels), levels)
+    return levels, causal
+
+
+def flow_matching_loss(model: TextToVideoModel, tokenizer, config: TrainingConfig, clips: torch.Tensor,
+                       captions: list[str], shared_mask, generator: torch.Generator) -> torch.Tensor:
+    """Mean squared error of the predicted velocity over the chunks that carry noise."""
+    transformer = model.transformer
+    patch_t, patch_h, patch_w = config.model.patch_size
+    batch_size, _, num_frames, height, width = clips.shape
+    num_latent_frames = num_frames // patch_t
+    num_chunks = num_latent_frames // config.model.chunk_latent_frames
+    frame_tokens = (height // patch_h) * (width // patch_w)
+    levels, causal = sample_noise_levels(config, batch_size, num_chunks, generator, clips.device)
+
+    noise = torch.randn(clips.shape, generator=generator, device=clips.device)
+    frame_levels = levels.repeat_interleave(num_frames // num_chunks, dim=1).view(batch_size, 1, num_frames, 1, 1)
+    noisy = (1 - frame_levels) * clips + frame_levels * noise
+    timesteps = per_token_timesteps(levels * 1000, frame_tokens * config.model.chunk_latent_frames)
+    causal_mask = chunk_causal_mask(num_latent_frames, frame_tokens, config.model.chunk_latent_frames, clips.device)
+    mask = causal_mask | ~causal.view(batch_size, 1, 1, 1)
+
+    embeddings = encode_prompts(tokenizer, model.text_encoder, captions, config.model.max_text_tokens, clips.device)
+    with shared_mask.applied(mask):
+        prediction = transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=embeddings,
+                                 return_dict=False)[0]
+    squared_error = (prediction.float() - (noise - clips)) ** 2
+    has_noise = (frame_levels > 0).float()
+    return (squared_error * has_noise).sum() / (has_noise.sum() * squared_error[0, :, 0].numel()).clamp(min=1)
+
+
+def build_model(config: TrainingConfig):
+    tokenizer = build_tokenizer(config.model)
+    model = TextToVideoModel(build_text_encoder(config.model, len(tokenizer)), build_transformer(config.model))
+    return tokenizer, model
+
+
+def export_pipeline(model: TextToVideoModel, ema: EMAModel, tokenizer, config: TrainingConfig,
+                    export_dir: Path) -> MovingShapesPipeline:
+    """Save the EMA weights as a `MovingShapesPipeline` (sharded safetensors) in `export_dir`."""
+    averaged = copy.deepcopy(model).float().cpu()
+    ema.copy_to(averaged.parameters())
+    pipe = MovingShapesPipeline(tokenizer, averaged.text_encoder, averaged.transformer, build_scheduler(config.model),
+                                chunk_latent_frames=config.model.chunk_latent_frames)
+    pipe.save_pretrained(export_dir, max_shard_size=MAX_SHARD_SIZE)
+    return pipe
+
+
+def train(config: TrainingConfig, output_dir: Path, *, max_steps: int, time_limit_s: float = math.inf,
+          export_dir: Path | None = None) -> TrainingProgress:
+    """Train until `max_steps` in total or `time_limit_s` in this call, resuming from `output_dir` if it holds a
+    checkpoint; then checkpoint, write the training log and export the pipeline (default: output_dir/pipeline)."""
+    check_int("train", "max_steps", max_steps, minimum=1)
+    output_dir = Path(output_dir)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision if torch.cuda.is_available() else "no")
+    torch.manual_seed(config.seed)
+    tokenizer, model = build_model(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.99),
+                                  weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (config.warmup_steps + 1)))
+    model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
+    ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=config.ema_decay)
+    ema.to(accelerator.device)
+    stream = ClipStream(config, accelerator.device)
+    progress = TrainingProgress()
+    for stateful in (ema, stream, progress):
+        accelerator.register_for_checkpointing(stateful)
+    checkpoint_dir = output_dir / CHECKPOINT_FOLDER
+    if checkpoint_dir.is_dir():
+        accelerator.load_state(str(checkpoint_dir))
+        accelerator.print(f"resumed at step {progress.step} after {progress.train_seconds:.0f} s of training")
+
+    unwrapped = accelerator.unwrap_model(model)
+    started = time.monotonic()
+    seconds_at_start = progress.train_seconds
+    running_loss, running_count = 0.0, 0
+    with masked_self_attention(unwrapped.transformer) as shared_mask:
+        while progress.step < max_steps and time.monotonic() - started < time_limit_s:
+            clips, captions = stream.next_batch()
+            with accelerator.autocast():
+                loss = flow_matching_loss(unwrapped, tokenizer, config, clips, captions, shared_mask,
+                                          stream.device_generator)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema.step(unwrapped.parameters())
+            progress.step += 1
+            progress.train_seconds = seconds_at_start + time.monotonic() - started
+            running_loss, running_count = running_loss + loss.item(), running_count + 1
+            if progress.step % config.log_every == 0:
+                progress.loss_curve.append([progress.step, running_loss / running_count])
+                accelerator.print(f"step {progress.step} loss {running_loss / running_count:.4f} "
+                                  f"{progress.train_seconds:.0f} s", flush=True)
+                running_loss, running_count = 0.0, 0
+            if progress.step % config.checkpoint_every == 0:
+                accelerator.save_state(str(checkpoint_dir))
+
+    accelerator.save_state(str(checkpoint_dir))
+    log = {"config": dataclasses.asdict(config), "steps": progress.step, "train_seconds": progress.train_seconds,
+           "loss_curve": progress.loss_curve,
+           "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    (output_dir / TRAINING_LOG_FILE).write_text(json.dumps(log, indent=1))
+    export_pipeline(unwrapped, ema, tokenizer, config, export_dir or output_dir / "pipeline")
+    return progress
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-dir", type=Path, required=True, help="checkpoint, log and exported pipeline")
+    parser.add_argument("--export-dir", type=Path, default=None, help="where the pipeline goes (default: OUTPUT/pipeline)")
+    parser.add_argument("--max-steps", type=int, default=1_000_000)
+    parser.add_argument("--time-limit-s", type=float, default=math.inf, help="stop after this long in this run")
+    parser.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
+    parser.add_argument("--seed", type=int, default=TrainingConfig.seed)
+    args = parser.parse_args()
+    config = TrainingConfig(batch_size=args.batch_size, seed=args.seed)
+    train(config, args.output_dir, max_steps=args.max_steps, time_limit_s=args.time_limit_s,
+          export_dir=args.export_dir)
+
+
+if __name__ == "__main__":
+    main()
