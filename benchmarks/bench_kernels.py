@@ -1,0 +1,281 @@
+"""Kernel benchmark: cuDNN SDPA dense vs compiled FlexAttention vs swiftdit's Triton kernels, in one run.
+
+For every shape and density the three run on the same q/k/v and the same block mask (random per head
+and query block, `density` of the key blocks kept, always including the diagonal). Reported per row:
+median ms, effective TFLOP/s on the kept work (4*D * kept query-key pairs / time) and that rate over
+cuDNN's dense rate. Also measured: backward, the pattern planner and the fused SLA forward/backward at
+Wan 480p. Results go to <out>/kernels.csv and <out>/kernels.json; a table is printed last.
+
+    python benchmarks/bench_kernels.py --out bench_out            # the full set (H100: ~5 min)
+    python benchmarks/bench_kernels.py --out bench_out --quick    # Wan 480p only, fewer densities
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+import triton
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+from swiftdit.kernels.block_sparse_attention import block_mask_to_index_table, block_sparse_attention
+from swiftdit.kernels.block_sparse_planning import plan_block_sparse
+from swiftdit.kernels.sparse_linear_attention import sparse_linear_attention
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    heads: int
+    visual_tokens: int
+    text_tokens: int
+    head_dim: int = 128
+
+
+SHAPES = {
+    "wan480": Shape("Wan2.1-1.3B 480p x81f", 12, 32760, 0),
+    "wan720": Shape("Wan2.1 720p x81f", 12, 75600, 0),
+    "hunyuan720": Shape("HunyuanVideo 720p x129f", 24, 118800, 256),
+}
+DENSITIES = (0.05, 0.10, 0.20, 0.50, 1.00)
+
+
+@dataclass
+class Row:
+    benchmark: str
+    shape: str
+    block: int
+    density_target: float
+    density_kept: float
+    kernel: str
+    ms: float
+    tflops_kept: float
+    ratio_to_cudnn_rate: float
+    speedup_vs_cudnn: float
+    note: str = ""
+
+
+def bench_ms(fn, quick: bool) -> float:
+    """Median device time in ms (CUDA events; warm-up and repetitions in ms, as do_bench takes them)."""
+    return triton.testing.do_bench(fn, warmup=100 if quick else 250, rep=300 if quick else 1000,
+                                   return_mode="median")
+
+
+def random_block_mask(heads: int, n_blocks: int, density: float, device, seed: int) -> torch.Tensor:
+    """(1, H, nB, nB) bool: per (head, query block) exactly round(density * nB) key blocks, diagonal included."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    keep = max(1, round(density * n_blocks))
+    scores = torch.rand(1, heads, n_blocks, n_blocks, generator=generator, device=device)
+    scores.diagonal(dim1=-2, dim2=-1).fill_(2.0)
+    top = scores.topk(keep, dim=-1).indices
+    return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top, True)
+
+
+def kept_pairs(block_mask: torch.Tensor, n: int, block: int, text_tokens: int) -> float:
+    """Query-key pairs computed: kept blocks by their real sizes (short last block) plus every text column."""
+    sizes = torch.full((block_mask.shape[-1],), float(block), device=block_mask.device, dtype=torch.float64)
+    sizes[-1] = n - (block_mask.shape[-1] - 1) * block
+    visual = (block_mask.double() * sizes[:, None] * sizes[None, :]).sum().item()
+    return visual + block_mask.shape[1] * n * text_tokens
+
+
+def flex_block_mask(block_mask: torch.Tensor, n: int, block: int, text_tokens: int) -> BlockMask:
+    """The same pattern for FlexAttention over keys [text | visual]: text fills whole leading blocks (256 =
+    2 x 128), so visual block j is key block j + text_blocks and every block is passed as a full block."""
+    text_blocks = text_tokens // block
+    if text_blocks * block != text_tokens:
+        raise ValueError(f"text_tokens ({text_tokens}) must be a multiple of the block ({block}) for Flex")
+    heads, n_q = block_mask.shape[1], block_mask.shape[2]
+    text_cols = torch.ones(1, heads, n_q, text_blocks, dtype=torch.bool, device=block_mask.device)
+    indices, counts = block_mask_to_index_table(torch.cat([text_cols, block_mask], dim=-1))
+    no_partial = torch.zeros_like(counts)
+    return BlockMask.from_kv_blocks(no_partial, torch.zeros_like(indices), counts, indices, BLOCK_SIZE=block,
+                                    seq_lengths=(n, n + text_tokens))
+
+
+def attention_rows(shape_key: str, densities, block: int, quick: bool, with_flex: bool, device) -> list[Row]:
+    shape = SHAPES[shape_key]
+    h, n, t, d = shape.heads, shape.visual_tokens, shape.text_tokens, shape.head_dim
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, h, n, d, device=device, dtype=torch.bfloat16) for _ in range(3))
+    text_k, text_v = ((torch.randn(1, h, t, d, device=device, dtype=torch.bfloat16) for _ in range(2)) if t else
+                      (None, None))
+    # cuDNN runs the whole joint sequence (text tokens as ordinary tokens), as the dense model does.
+    joint = [torch.cat([x, tx], 2) if t else x for x, tx in ((q, text_k), (k, text_k), (v, text_v))]
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        dense_ms = bench_ms(lambda: F.scaled_dot_product_attention(*joint), quick)
+    dense_flops = 4.0 * h * (n + t) ** 2 * d
+    dense_rate = dense_flops / dense_ms / 1e9
+    rows = [Row("forward", shape_key, block, 1.0, 1.0, "cudnn_sdpa_dense", dense_ms, dense_rate, 1.0, 1.0)]
+    flex = torch.compile(flex_attention, dynamic=False) if with_flex else None
+    n_blocks = math.ceil(n / block)
+    for density in densities:
+        mask = random_block_mask(h, n_blocks, density, device, seed=int(density * 1000))
+        kv_indices, kv_counts = block_mask_to_index_table(mask)
+        flops = 4.0 * d * kept_pairs(mask, n, block, t)
+        kept_density = flops / dense_flops
+
+        def ours():
+            return block_sparse_attention(q, k, v, kv_indices, kv_counts, block, text_k=text_k, text_v=text_v)
+
+        candidates = [("swiftdit_triton", ours)]
+        note = ""
+        if flex is not None:
+            fmask = flex_block_mask(mask, n, block, t)
+            flex_keys = [torch.cat([tx, x], 2) if t else x for x, tx in ((k, text_k), (v, text_v))]
+            candidates.append(("flex_compiled", lambda: flex(q, *flex_keys, block_mask=fmask)))
+            with torch.no_grad():
+                err = (ours()[0].float() - candidates[1][1]().float()).abs().max().item()
+            note = f"max|ours-flex|={err:.2e}"
+        for name, fn in candidates:
+            with torch.no_grad():
+                ms = bench_ms(fn, quick)
+            rate = flops / ms / 1e9
+            rows.append(Row("forward", shape_key, block, density, kept_density, name, ms, rate, rate / dense_rate,
+                            dense_ms / ms, note))
+        print(f"  {shape_key} block {block} density {density:.2f}: " +
+              ", ".join(f"{r.kernel} {r.ms:.3f} ms" for r in rows[-len(candidates):]), flush=True)
+    return rows
+
+
+def backward_rows(densities, block: int, quick: bool, device) -> list[Row]:
+    """Forward + backward at Wan 480p: ours vs cuDNN dense (the backward alone is the difference)."""
+    shape = SHAPES["wan480"]
+    h, n, d = shape.heads, shape.visual_tokens, shape.head_dim
+    q, k, v = (torch.randn(1, h, n, d, device=device, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    grad = torch.randn(1, h, n, d, device=device, dtype=torch.bfloat16)
+
+    def fwd_bwd(attend):
+        def run():
+            out = attend()
+            torch.autograd.grad(out, (q, k, v), grad)
+        return run
+
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        dense_ms = bench_ms(fwd_bwd(lambda: F.scaled_dot_product_attention(q, k, v)), quick)
+    dense_flops = 4.0 * h * n * n * d * 3.5  # forward 1 + backward 2.5 (recomputed scores)
+    rows = [Row("fwd+bwd", "wan480", block, 1.0, 1.0, "cudnn_sdpa_dense", dense_ms, dense_flops / dense_ms / 1e9,
+                1.0, 1.0)]
+    n_blocks = math.ceil(n / block)
+    for density in densities:
+        mask = random_block_mask(h, n_blocks, density, device, seed=int(density * 1000))
+        kv_indices, kv_counts = block_mask_to_index_table(mask)
+        flops = 4.0 * d * kept_pairs(mask, n, block, 0) * 3.5
+        ms = bench_ms(fwd_bwd(lambda: block_sparse_attention(q, k, v, kv_indices, kv_counts, block)[0]), quick)
+        rate = flops / ms / 1e9
+        rows.append(Row("fwd+bwd", "wan480", block, density, flops / dense_flops, "swiftdit_triton", ms, rate,
+                        rate / rows[0].tflops_kept, dense_ms / ms))
+    return rows
+
+
+def planner_rows(quick: bool, device) -> list[Row]:
+    """Pattern planning at Wan 480p against one dense cuDNN call (target: <= 3% of it)."""
+    shape = SHAPES["wan480"]
+    h, n, d = shape.heads, shape.visual_tokens, shape.head_dim
+    q, k, v = (torch.randn(1, h, n, d, device=device, dtype=torch.bfloat16) for _ in range(3))
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        dense_ms = bench_ms(lambda: F.scaled_dot_product_attention(q, k, v), quick)
+    rows = []
+    for block in (64, 128):
+        for rule, options in (("top-k 10%", dict(keep_ratio=0.1)),
+                              ("top-k 10% + mass 0.9", dict(keep_ratio=0.1, keep_mass=0.9))):
+            ms = bench_ms(lambda: plan_block_sparse(q, k, block, include_diagonal=True, **options), quick)
+            rows.append(Row("planner", "wan480", block, 0.1, float("nan"), f"plan {rule}", ms, float("nan"),
+                            float("nan"), dense_ms / ms, f"{100 * ms / dense_ms:.2f}% of cuDNN dense"))
+    return rows
+
+
+def sla_rows(quick: bool, device) -> list[Row]:
+    """Fused SLA at Wan 480p, 10% critical blocks: forward and forward + backward vs cuDNN dense."""
+    shape = SHAPES["wan480"]
+    h, n, d, block = shape.heads, shape.visual_tokens, shape.head_dim, 64
+    q, k, v = (torch.randn(1, h, n, d, device=device, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    grad = torch.randn(1, h, n, d, device=device, dtype=torch.bfloat16)
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        dense_fwd = bench_ms(lambda: F.scaled_dot_product_attention(q, k, v), quick)
+        dense_all = bench_ms(lambda: torch.autograd.grad(F.scaled_dot_product_attention(q, k, v), (q, k, v), grad),
+                             quick)
+    rows = [Row("sla", "wan480", block, 1.0, 1.0, "cudnn_sdpa_dense fwd", dense_fwd, float("nan"), float("nan"), 1.0),
+            Row("sla", "wan480", block, 1.0, 1.0, "cudnn_sdpa_dense bwd", dense_all - dense_fwd, float("nan"),
+                float("nan"), 1.0)]
+    mask = random_block_mask(h, math.ceil(n / block), 0.1, device, seed=7)
+    kv_indices, kv_counts = block_mask_to_index_table(mask)
+
+    def forward():
+        return sparse_linear_attention(q, k, v, kv_indices, kv_counts, block)
+
+    with torch.no_grad():
+        fwd_ms = bench_ms(forward, quick)
+
+    def forward_backward():
+        out_sparse, out_linear, _ = forward()
+        torch.autograd.grad((out_sparse, out_linear), (q, k, v), (grad, grad))
+
+    all_ms = bench_ms(forward_backward, quick)
+    rows.append(Row("sla", "wan480", block, 0.1, float("nan"), "swiftdit SLA fwd", fwd_ms, float("nan"),
+                    float("nan"), dense_fwd / fwd_ms, "target >= 5x"))
+    rows.append(Row("sla", "wan480", block, 0.1, float("nan"), "swiftdit SLA bwd", all_ms - fwd_ms, float("nan"),
+                    float("nan"), (dense_all - dense_fwd) / (all_ms - fwd_ms), "target >= 3x"))
+    return rows
+
+
+def environment() -> dict:
+    props = torch.cuda.get_device_properties(0)
+    return {"device": props.name, "sm_count": props.multi_processor_count, "torch": torch.__version__,
+            "triton": triton.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output folder for kernels.csv / kernels.json")
+    parser.add_argument("--quick", action="store_true", help="Wan 480p only, densities 10%% and 100%%")
+    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), help="shapes (default: all, or wan480)")
+    parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention (saves its compile time)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["backward", "planner", "sla"],
+                        help="extra benchmarks to leave out")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_kernels.py needs a CUDA device")
+    device = torch.device("cuda")
+    shapes = args.shapes or (["wan480"] if args.quick else list(SHAPES))
+    densities = (0.10, 1.00) if args.quick else DENSITIES
+    rows: list[Row] = []
+    for shape_key in shapes:
+        rows += attention_rows(shape_key, densities, 128, args.quick, not args.no_flex, device)
+    if not args.quick and "wan480" in shapes:
+        rows += [r for r in attention_rows("wan480", (0.10, 0.20), 64, args.quick, not args.no_flex, device)
+                 if r.kernel != "cudnn_sdpa_dense"]
+    if "backward" not in args.skip:
+        rows += backward_rows((0.10, 1.00) if args.quick else (0.10, 0.20, 1.00), 128, args.quick, device)
+    if "planner" not in args.skip:
+        rows += planner_rows(args.quick, device)
+    if "sla" not in args.skip:
+        rows += sla_rows(args.quick, device)
+
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "kernels.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    with open(os.path.join(args.out, "kernels.json"), "w") as f:
+        json.dump({"environment": environment(), "quick": args.quick, "rows": [asdict(r) for r in rows]}, f,
+                  indent=1)
+    print(json.dumps(environment()))
+    print("| bench | shape | block | density | kernel | ms | TFLOP/s kept | x cuDNN rate | speedup vs cuDNN | note |")
+    for r in rows:
+        print(f"| {r.benchmark} | {r.shape} | {r.block} | {r.density_kept:.3f} | {r.kernel} | {r.ms:.3f} | "
+              f"{r.tflops_kept:.0f} | {r.ratio_to_cudnn_rate:.2f} | {r.speedup_vs_cudnn:.2f} | {r.note} |")
+
+
+if __name__ == "__main__":
+    main()
