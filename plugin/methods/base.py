@@ -112,6 +112,14 @@ class AttentionMethod:
     def plan(self, q: torch.Tensor, k: torch.Tensor, call: AttentionCall) -> BlockPattern | None:
         raise NotImplementedError
 
+    def reset(self) -> None:
+        """Forget state kept across the steps of one pipeline call; the runtime calls it at each call's start.
+
+        Per-call state belongs on the method keyed by `call.cache_key`, or in the pattern's `extras` when it
+        lives exactly as long as a cached plan (Re-ttention's history). Learned weights (SLA's projections)
+        are not per-call state and survive a reset.
+        """
+
     def attend(self, inputs: VisualAttentionInputs, pattern: BlockPattern, call: AttentionCall) -> torch.Tensor:
         """Block-sparse attention with the pattern (tokens reordered first if the pattern says so)."""
         return attend_with_pattern(inputs, pattern)[0]

@@ -1,0 +1,199 @@
+"""`rectified`: block-sparse attention whose dropped softmax mass is put back.
+
+Plain sparse attention renormalises each row over the kept keys, so kept keys are over-weighted by
+1 / (their share of the full softmax mass) and the dropped keys' contribution is lost. Two published fixes:
+
+rectify="pooled", pooled_estimate="block": Rectified SpaAttn as published (Liu et al., arXiv 2511.19835;
+    BienLuky/Rectified-SpaAttn). With pooled block probabilities P_ij (query block i, key block j) and
+    block-mean values v_bar_j:
+    - IPAR: visual key blocks are weighted by their token count and text keys enter one by one, unpooled,
+      P_ij = n_j exp(s_ij) / (sum_j' n_j' exp(s_ij') + sum_text exp(s_it)), s = q_bar . k * scale;
+    - GAPR: for a dropped block the pooled estimate is trusted only where its gain |q_bar_i . k_bar_j|
+      beats the pooling error |mean|q - q_bar_i| . k_bar_j| + |q_bar_i . mean|k - k_bar_j||; the
+      untrusted set is G_i;
+    - O_i = R_i O_sparse,i + sum_{j not in S_i or G_i} P_ij v_bar_j, where R_i = sum_{j in S_i or G_i} P_ij
+      (+ the text mass) is the estimated full-attention share of what the kernel renormalised over.
+rectify="pooled", pooled_estimate="token" (default): the same idea per query token with the exact kept
+    mass. The kernel's log-sum-exp gives each row's exact softmax mass over its kept blocks and the text;
+    the dropped blocks' mass is estimated from the token's own query against pooled keys,
+    n_j exp(q_t . k_bar_j * scale), and the two parts are mixed in proportion to their masses:
+    O_t = (Z_kept O_sparse,t + sum_dropped n_j e^{q_t k_bar_j s} v_bar_j) / (Z_kept + sum_dropped n_j e^{...}).
+    The block version's R_i is itself a pooled estimate, and pooling flattens the softmax (exp of the mean
+    score is below the mean of exp), so on sharp heads it under-weights the kept part and can end up
+    further from dense than plain sparse attention; the token version keeps the exact part exact and adds
+    a (conservative, by the same inequality) estimate of the rest, so it is never pulled far from sparse.
+rectify="history": Re-ttention (Chen et al., NeurIPS 2025; cccrrrccc/Re-ttention). At each refresh step
+    (every `refresh_every` steps, when the runtime re-plans) the call runs dense and caches per row the
+    in-pattern share of softmax mass r_i = exp(lse_pattern - lse_full) and the residual
+    delta = O_full - r_i O_sparse; the sparse steps in between return r_i O_sparse + delta.
+
+Differences from the released code, where its users found faults:
+- the block selection is `sparse`'s plan with the authors' defaults (128-token blocks, Hilbert order,
+  top 25% union cumulative mass 0.3, 3-D neighbours, first-frame sink), cacheable across steps; the
+  correction itself is recomputed from each step's Q, K, V, so a reused pattern still gets a fresh
+  estimate of what it drops.
+- Re-ttention's code adds 0.04 to every cached ratio per sparse step, assuming attention concentrates
+  inside the mask over denoising; here that drift is `ratio_drift`, 0 by default. Its per-module step
+  counters had to be reset by hand between prompts (`clear_stepi`); here the history travels with the
+  cached pattern of each (denoiser, layer, CFG branch), which the runtime drops at every pipeline call.
+- a pattern with every block kept returns exactly the dense output in both modes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..context import AttentionCall
+from ..pattern import BlockPattern, block_sizes
+from ..validation import check_choice, check_float
+from .base import VisualAttentionInputs, attend_with_pattern
+from .blocking import Reorder, block_ids, mean_pool_blocks, reorder_tokens, restore_token_order
+from .registry import register_method
+from .sparse import SparseAttention, SparseConfig
+
+Rectify = Literal["pooled", "history"]
+PooledEstimate = Literal["token", "block"]
+
+
+@dataclass(frozen=True)
+class RectifiedConfig(SparseConfig):
+    """Options of `rectified`: those of `sparse` with Rectified SpaAttn's defaults, plus:
+
+    block_size: default 128. density: default 0.25 (the authors' drop rate 0.75 for Wan). mass: default
+        0.3. reorder: default "hilbert".
+    rectify: "pooled" (Rectified SpaAttn, default) or "history" (Re-ttention). "history" runs each
+        refresh step dense, so it needs refresh_every >= 2 (Re-ttention used 5).
+    pooled_estimate: with rectify="pooled", "token" (exact kept mass per token, default) or "block"
+        (Rectified SpaAttn's pooled R_i with IPAR and GAPR, as published).
+    ratio_drift: added to Re-ttention's cached ratios per sparse step since the refresh (its code used
+        0.04), in [0, 1]. Default 0.
+    """
+
+    block_size: int = 128
+    density: float = 0.25
+    mass: float = 0.3
+    reorder: Reorder = "hilbert"
+    rectify: Rectify = "pooled"
+    pooled_estimate: PooledEstimate = "token"
+    ratio_drift: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("RectifiedConfig", "rectify", self.rectify, ("pooled", "history"))
+        check_choice("RectifiedConfig", "pooled_estimate", self.pooled_estimate, ("token", "block"))
+        check_float("RectifiedConfig", "ratio_drift", self.ratio_drift, minimum=0.0, maximum=1.0)
+        if self.rectify == "history" and self.refresh_every < 2:
+            raise ValueError(
+                "RectifiedConfig: option 'refresh_every' must be >= 2 with rectify='history' (every refresh step "
+                f"runs dense attention to measure the history), got {self.refresh_every!r}"
+            )
+
+
+def token_rectification(inputs: VisualAttentionInputs, pattern: BlockPattern, out_sparse: torch.Tensor,
+                        lse_sparse: torch.Tensor) -> torch.Tensor:
+    """Sparse output mixed with the pooled-key estimate of the dropped blocks, by exact kept mass per token."""
+    order, block_size = pattern.token_order, pattern.block_size
+    q, k, v = (reorder_tokens(x, order) for x in (inputs.q, inputs.k, inputs.v))
+    n = q.shape[2]
+    token_block = block_ids(n, block_size, q.device)
+    k_bar, v_bar = mean_pool_blocks(k, block_size), mean_pool_blocks(v, block_size)
+    log_sizes = block_sizes(n, block_size, q.device).float().log()
+    dropped_logits = q.float() @ k_bar.transpose(-1, -2) * inputs.scale + log_sizes  # (B, H, N, nK)
+    kept = pattern.block_mask[:, :, token_block].expand_as(dropped_logits)
+    dropped_logits = dropped_logits.masked_fill(kept, float("-inf"))
+    dropped_log_mass = restore_token_order(dropped_logits.logsumexp(-1), order)
+    # A row with every block kept has no dropped mass: its weights are all zero, not NaN.
+    dropped_weights = (dropped_logits - dropped_logits.logsumexp(-1, keepdim=True)).exp().nan_to_num(0.0)
+    dropped_out = restore_token_order(dropped_weights @ v_bar, order)
+    log_total = torch.logaddexp(lse_sparse, dropped_log_mass)
+    kept_share = (lse_sparse - log_total).exp()
+    dropped_share = (dropped_log_mass - log_total).exp()
+    return (kept_share[..., None] * out_sparse.float() + dropped_share[..., None] * dropped_out).to(out_sparse.dtype)
+
+
+def block_rectification(inputs: VisualAttentionInputs, pattern: BlockPattern, out_sparse: torch.Tensor) -> torch.Tensor:
+    """Rectified SpaAttn's output R_i O_sparse + sum over trusted dropped blocks of P_ij v_bar_j."""
+    order, block_size = pattern.token_order, pattern.block_size
+    q, k, v = (reorder_tokens(x, order) for x in (inputs.q, inputs.k, inputs.v))
+    n = q.shape[2]
+    token_block = block_ids(n, block_size, q.device)
+    q_bar, k_bar, v_bar = (mean_pool_blocks(x, block_size) for x in (q, k, v))
+    raw_scores = q_bar @ k_bar.transpose(-1, -2)
+
+    # IPAR: each pooled block stands for n_j tokens; text keys stay individual.
+    log_sizes = block_sizes(n, block_size, q.device).float().log()
+    visual_logits = raw_scores * inputs.scale + log_sizes
+    text_log_mass = None
+    if inputs.text_k is not None:
+        text_logits = q_bar @ inputs.text_k.float().transpose(-1, -2) * inputs.scale
+        if inputs.text_key_mask is not None:
+            text_logits = text_logits.masked_fill(~inputs.text_key_mask[:, None, None, :], float("-inf"))
+        text_log_mass = text_logits.logsumexp(-1)
+        log_norm = torch.logaddexp(visual_logits.logsumexp(-1), text_log_mass)
+    else:
+        log_norm = visual_logits.logsumexp(-1)
+    block_probs = (visual_logits - log_norm[..., None]).exp()
+
+    # GAPR: the pooled estimate of block (i, j) is trusted only where its gain beats its pooling error.
+    q_spread = mean_pool_blocks((q.float() - q_bar[:, :, token_block]).abs(), block_size)
+    k_spread = mean_pool_blocks((k.float() - k_bar[:, :, token_block]).abs(), block_size)
+    pooling_error = (q_spread @ k_bar.transpose(-1, -2)).abs() + (q_bar @ k_spread.transpose(-1, -2)).abs()
+    untrusted = raw_scores.abs() <= pooling_error
+
+    covered = pattern.block_mask | untrusted
+    kept_share = (block_probs * covered).sum(-1)
+    if text_log_mass is not None:
+        kept_share = kept_share + (text_log_mass - log_norm).exp()
+    recovered = (block_probs * ~covered) @ v_bar
+    kept_share = restore_token_order(kept_share[:, :, token_block], order)
+    recovered = restore_token_order(recovered[:, :, token_block], order)
+    return (kept_share[..., None] * out_sparse.float() + recovered).to(out_sparse.dtype)
+
+
+def all_blocks_like(pattern: BlockPattern) -> BlockPattern:
+    """The dense pattern over the same tokens (for Re-ttention's refresh steps)."""
+    ones = torch.ones(1, 1, pattern.num_blocks, pattern.num_blocks, dtype=torch.bool, device=pattern.block_mask.device)
+    return BlockPattern(ones, pattern.block_size, pattern.num_tokens)
+
+
+@register_method
+class RectifiedAttention(SparseAttention):
+    name = "rectified"
+    Config = RectifiedConfig
+    summary = "Sparse attention with the dropped softmax mass restored: pooled estimate (Rectified SpaAttn) or cached history (Re-ttention)."
+    paper = (
+        "Rectified SpaAttn: Revisiting Attention Sparsity for Efficient Video Generation (Liu et al., 2025); "
+        "Re-ttention: Ultra Sparse Visual Generation via Attention Statistical Reshape (Chen et al., NeurIPS 2025)"
+    )
+
+    def attend(self, inputs: VisualAttentionInputs, pattern: BlockPattern, call: AttentionCall) -> torch.Tensor:
+        if self.config.rectify == "history":
+            return self._attend_with_history(inputs, pattern)
+        out_sparse, lse_sparse = attend_with_pattern(inputs, pattern)
+        if inputs.visual_mask is not None:
+            # A model-imposed token mask (diffusion forcing) cannot be honoured by a pooled estimate.
+            return out_sparse
+        if self.config.pooled_estimate == "token":
+            return token_rectification(inputs, pattern, out_sparse, lse_sparse)
+        return block_rectification(inputs, pattern, out_sparse)
+
+    def _attend_with_history(self, inputs: VisualAttentionInputs, pattern: BlockPattern) -> torch.Tensor:
+        """Re-ttention. The history travels in the pattern's extras: the runtime re-plans at each refresh
+        step (every `refresh_every` steps, per denoiser, layer and CFG branch) and drops its patterns at
+        the end of every pipeline call, so the history is measured exactly when a pattern is new, reused
+        while the pattern is, never leaks into the next call, and counts in the pattern cache's memory."""
+        out_sparse, lse_sparse = attend_with_pattern(inputs, pattern)
+        history = pattern.extras if pattern.extras is not None else {}
+        if "kept_share" not in history:
+            out_full, lse_full = attend_with_pattern(inputs, all_blocks_like(pattern))
+            kept_share = (lse_sparse - lse_full).exp()
+            residual = out_full.float() - kept_share[..., None] * out_sparse.float()
+            pattern.extras = {**history, "kept_share": kept_share, "residual": residual.to(out_full.dtype),
+                              "sparse_calls": 0}
+            return out_full
+        history["sparse_calls"] += 1
+        ratio = (history["kept_share"] + self.config.ratio_drift * history["sparse_calls"]).clamp(max=1.0)
+        return (ratio[..., None] * out_sparse.float() + history["residual"].float()).to(out_sparse.dtype)
