@@ -49,7 +49,9 @@ def ensure_backend_registered() -> None:
     AttentionBackendName._member_map_["SWIFTDIT"] = member
     AttentionBackendName._member_names_.append("SWIFTDIT")
     AttentionBackendName._value2member_map_[BACKEND_NAME] = member
-    _AttentionBackendRegistry.register(member)(_swiftdit_backend)
+    # Context-parallel calls take the dense path through the user's backend, which does its own
+    # Ulysses/ring exchange, so enable_parallelism() accepts processors set to this backend.
+    _AttentionBackendRegistry.register(member, supports_context_parallel=True)(_swiftdit_backend)
 
 
 @torch._dynamo.disable

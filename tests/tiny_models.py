@@ -43,6 +43,8 @@ def tiny_wan(cls_name: str = "WanTransformer3DModel", **overrides) -> TinyModel:
     latents = _randn(2, 4, 3, 12, 10, seed=1)  # grid (3, 6, 5) = 90 tokens
     text = _randn(2, 7, 32, seed=2)
     extra_inputs = {}
+    if overrides.get("image_dim"):  # I2V: CLIP image tokens go to attn2 through add_k_proj/add_v_proj
+        extra_inputs["encoder_hidden_states_image"] = _randn(2, 5, overrides["image_dim"], seed=4)
     if cls_name == "WanVACETransformer3DModel":
         extra_inputs["control_hidden_states"] = _randn(2, kwargs["vace_in_channels"], 3, 12, 10, seed=3)
 
@@ -52,6 +54,10 @@ def tiny_wan(cls_name: str = "WanTransformer3DModel", **overrides) -> TinyModel:
 
     prefixes = ("blocks.",) if cls_name != "WanVACETransformer3DModel" else ("blocks.", "vace_blocks.")
     return TinyModel(model, make_inputs, (3, 6, 5), 0, "none", prefixes)
+
+
+def tiny_wan_i2v() -> TinyModel:
+    return tiny_wan(image_dim=16, added_kv_proj_dim=24)
 
 
 def tiny_wan_vace() -> TinyModel:
@@ -268,6 +274,7 @@ def tiny_qwenimage() -> TinyModel:
 
 TINY_MODELS: dict[str, Callable[[], TinyModel]] = {
     "wan": tiny_wan,
+    "wan_i2v": tiny_wan_i2v,
     "wan_vace": tiny_wan_vace,
     "skyreels_v2": tiny_skyreels,
     "hunyuan_video": tiny_hunyuan_video,
