@@ -1,0 +1,113 @@
+"""Rectified attention: closer to dense than plain sparse attention at the same pattern on inputs with
+spatial locality, and Re-ttention's history measured at refresh steps and reused in between."""
+
+import pytest
+import torch
+
+from method_cases import dense_attention, make_call, random_inputs, relative_error, structured_inputs
+from swiftdit.methods import VisualAttentionInputs, build_method
+
+GRID = (4, 16, 16)
+SELECTION = dict(block_size=64, mass=0.0, neighbours=False, first_frame_sink=False)
+
+
+# The published block estimate is only claimed with compact (Hilbert) blocks: on raster rows its pooled
+# kept share R_i is biased low and it can do worse than plain sparse, which the token estimate fixes.
+@pytest.mark.parametrize("pooled_estimate, reorder", [("token", "none"), ("token", "hilbert"), ("block", "hilbert")])
+@pytest.mark.parametrize("density", [0.1, 0.25])
+def test_pooled_rectification_beats_plain_sparse_on_structured_inputs(pooled_estimate, density, reorder):
+    inputs = structured_inputs(GRID)
+    call = make_call(GRID)
+    options = dict(SELECTION, density=density, reorder=reorder)
+    sparse = build_method("sparse", options)
+    rectified = build_method("rectified", dict(options, pooled_estimate=pooled_estimate))
+    pattern = sparse.plan(inputs.q, inputs.k, call)
+    assert torch.equal(rectified.plan(inputs.q, inputs.k, call).block_mask, pattern.block_mask)
+    reference = dense_attention(inputs)
+    sparse_error = relative_error(sparse.attend(inputs, pattern, call), reference)
+    rectified_error = relative_error(rectified.attend(inputs, pattern, call), reference)
+    assert rectified_error < 0.8 * sparse_error
+
+
+@pytest.mark.parametrize("sharpness", [2.0, 4.0, 8.0])
+def test_token_estimate_never_strays_from_sparse(sharpness):
+    """On sharp heads nearly all mass is kept; the token estimate then stays as good as plain sparse."""
+    inputs = structured_inputs(GRID, sharpness=sharpness, seed=1)
+    call = make_call(GRID)
+    options = dict(SELECTION, density=0.1, reorder="none")
+    pattern = build_method("sparse", options).plan(inputs.q, inputs.k, call)
+    reference = dense_attention(inputs)
+    sparse_error = relative_error(build_method("sparse", options).attend(inputs, pattern, call), reference)
+    token_error = relative_error(build_method("rectified", options).attend(inputs, pattern, call), reference)
+    assert token_error <= sparse_error * 1.001
+
+
+def test_rectified_keeps_text_keys_exact_and_padding_ignored():
+    grid = (2, 8, 8)
+    inputs = random_inputs(grid, text_len=6)
+    call = make_call(grid, text_len=6)
+    method = build_method("rectified", dict(block_size=64, density=0.5))
+    pattern = method.plan(inputs.q, inputs.k, call)
+    out = method.attend(inputs, pattern, call)
+    padded_changed = VisualAttentionInputs(**{**vars(inputs), "text_v": inputs.text_v.clone()})
+    padded_changed.text_v[-1, :, -2:] += 100.0  # the padded text values of the last sample
+    torch.testing.assert_close(method.attend(padded_changed, pattern, call), out)
+
+
+def history_method(**options):
+    return build_method("rectified", dict(SELECTION, density=0.1, rectify="history", refresh_every=3, **options))
+
+
+def test_history_refresh_step_is_dense_and_reuse_step_restores_it():
+    inputs = structured_inputs(GRID)
+    call = make_call(GRID)
+    method = history_method()
+    pattern = method.plan(inputs.q, inputs.k, call)
+    reference = dense_attention(inputs)
+    torch.testing.assert_close(method.attend(inputs, pattern, call), reference, rtol=1e-5, atol=1e-5)
+    assert {"kept_share", "residual"} <= set(pattern.extras)
+    # Same inputs at a reusing step: r * O_sparse + (O_full - r * O_sparse) is the dense output again.
+    torch.testing.assert_close(method.attend(inputs, pattern, call), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_history_tracks_slowly_changing_inputs_better_than_sparse():
+    call = make_call(GRID)
+    method = history_method()
+    refresh_inputs = structured_inputs(GRID)
+    pattern = method.plan(refresh_inputs.q, refresh_inputs.k, call)
+    method.attend(refresh_inputs, pattern, call)
+    gen = torch.Generator().manual_seed(7)
+    later = VisualAttentionInputs(*(x + 0.05 * torch.randn(x.shape, generator=gen)
+                                    for x in (refresh_inputs.q, refresh_inputs.k, refresh_inputs.v)),
+                                  scale=refresh_inputs.scale)
+    reference = dense_attention(later)
+    sparse_error = relative_error(build_method("sparse", dict(SELECTION, density=0.1)).attend(later, pattern, call),
+                                  reference)
+    assert relative_error(method.attend(later, pattern, call), reference) < 0.5 * sparse_error
+
+
+def test_history_is_measured_again_for_a_new_plan():
+    call = make_call(GRID)
+    method = history_method()
+    first_inputs, second_inputs = structured_inputs(GRID, seed=1), structured_inputs(GRID, seed=2)
+    first = method.plan(first_inputs.q, first_inputs.k, call)
+    method.attend(first_inputs, first, call)
+    second = method.plan(second_inputs.q, second_inputs.k, call)  # the runtime re-planned: a refresh step
+    torch.testing.assert_close(method.attend(second_inputs, second, call), dense_attention(second_inputs),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_history_ratio_drift_grows_per_sparse_step():
+    inputs = structured_inputs(GRID)
+    call = make_call(GRID)
+    plain, drifting = history_method(), history_method(ratio_drift=0.04)
+    plain_pattern = plain.plan(inputs.q, inputs.k, call)
+    drifting_pattern = drifting.plan(inputs.q, inputs.k, call)
+    plain.attend(inputs, plain_pattern, call)
+    drifting.attend(inputs, drifting_pattern, call)
+    out_sparse = build_method("sparse", dict(SELECTION, density=0.1)).attend(inputs, plain_pattern, call)
+    for sparse_steps in (1, 2):
+        gap = drifting.attend(inputs, drifting_pattern, call) - plain.attend(inputs, plain_pattern, call)
+        kept_share = plain_pattern.extras["kept_share"]
+        expected_ratio_gap = (kept_share + 0.04 * sparse_steps).clamp(max=1.0) - kept_share
+        torch.testing.assert_close(gap, expected_ratio_gap[..., None] * out_sparse, rtol=1e-4, atol=1e-5)
