@@ -66,6 +66,19 @@ def _online_softmax_step(s, m_i, l_i, acc, v):
 
 
 @triton.jit
+def _load_key_rows(base, offs_n, row_stride, offs_d, seq_len, HEAD_DIM: tl.constexpr, EVEN_N: tl.constexpr,
+                   EVEN_D: tl.constexpr):
+    """A (rows, BLOCK_D) key/value tile. Rows past the end are clamped onto the last row instead of masked
+    (their scores are -inf, so their values never count), which keeps the loads unpredicated."""
+    if not EVEN_N:
+        offs_n = tl.minimum(offs_n, seq_len - 1)
+    ptrs = base + offs_n[:, None] * row_stride + offs_d[None, :]
+    if EVEN_D:
+        return tl.load(ptrs)
+    return tl.load(ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+
+
+@triton.jit
 def _element_mask_scores(s, ElemMask, BlockFullRow, k_block, offs_m, offs_n, seq_len, s_em_q):
     """Set scores outside the element mask to -inf, reading the mask only for partially kept blocks.
 
@@ -129,20 +142,18 @@ def block_sparse_forward_kernel(
         k_block = tl.load(idx_row + slot)
         for sub in tl.static_range(BLOCK // SUB):
             offs_n = k_block * BLOCK + sub * SUB + tl.arange(0, SUB)
-            if EVEN_N:
-                kv_ok = d_ok[None, :]
-            else:
-                kv_ok = (offs_n[:, None] < seq_len) & d_ok[None, :]
-            k = tl.load(k_base + offs_n[:, None] * s_kn + offs_d[None, :], mask=kv_ok, other=0.0)
-            v = tl.load(v_base + offs_n[:, None] * s_vn + offs_d[None, :], mask=kv_ok, other=0.0)
+            k = _load_key_rows(k_base, offs_n, s_kn, offs_d, seq_len, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM)
+            v = _load_key_rows(v_base, offs_n, s_vn, offs_d, seq_len, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM)
             s = tl.dot(q, tl.trans(k)) * qk_scale_log2
             if not EVEN_N:
-                s = tl.where(offs_n[None, :] < seq_len, s, float("-inf"))
+                # An additive -inf on keys past the end fuses with the scale into one FMA.
+                s += tl.where(offs_n < seq_len, 0.0, float("-inf"))[None, :]
             if HAS_EMASK:
                 s = _element_mask_scores(s, em_base, full_row, k_block, offs_m, offs_n, seq_len, s_emq)
             m_i, l_i, acc = _online_softmax_step(s, m_i, l_i, acc, v)
             if HAS_LINEAR:
-                phi_k = tl.load(PhiK + (bhn + offs_n[:, None]) * HEAD_DIM + offs_d[None, :], mask=kv_ok, other=0.0)
+                phi_k = tl.load(PhiK + (bhn + offs_n[:, None]) * HEAD_DIM + offs_d[None, :],
+                                mask=(offs_n[:, None] < seq_len) & d_ok[None, :], other=0.0)
                 a = tl.dot(phi_q, tl.trans(phi_k))
                 lin_acc += tl.dot(a.to(v.dtype), v)
                 lin_den += tl.sum(a, 1)
@@ -243,15 +254,12 @@ def block_sparse_dq_kernel(
         k_block = tl.load(idx_row + slot)
         for sub in tl.static_range(BLOCK // SUB):
             offs_n = k_block * BLOCK + sub * SUB + tl.arange(0, SUB)
-            if EVEN_N:
-                kv_ok = d_ok[None, :]
-            else:
-                kv_ok = (offs_n[:, None] < seq_len) & d_ok[None, :]
-            k = tl.load(k_base + offs_n[:, None] * s_kn + offs_d[None, :], mask=kv_ok, other=0.0)
-            v = tl.load(v_base + offs_n[:, None] * s_vn + offs_d[None, :], mask=kv_ok, other=0.0)
+            k = _load_key_rows(k_base, offs_n, s_kn, offs_d, seq_len, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM)
+            v = _load_key_rows(v_base, offs_n, s_vn, offs_d, seq_len, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM)
             s = tl.dot(q, tl.trans(k)) * qk_scale_log2
             if not EVEN_N:
-                s = tl.where(offs_n[None, :] < seq_len, s, float("-inf"))
+                # An additive -inf on keys past the end fuses with the scale into one FMA.
+                s += tl.where(offs_n < seq_len, 0.0, float("-inf"))[None, :]
             if HAS_EMASK:
                 s = _element_mask_scores(s, em_base, full_row, k_block, offs_m, offs_n, seq_len, s_emq)
             p = tl.math.exp2(s - lse[:, None])
@@ -259,7 +267,8 @@ def block_sparse_dq_kernel(
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(k.dtype), k)
             if HAS_LINEAR:
-                phi_k = tl.load(PhiK + (bhn + offs_n[:, None]) * HEAD_DIM + offs_d[None, :], mask=kv_ok, other=0.0)
+                phi_k = tl.load(PhiK + (bhn + offs_n[:, None]) * HEAD_DIM + offs_d[None, :],
+                                mask=(offs_n[:, None] < seq_len) & d_ok[None, :], other=0.0)
                 d_a = tl.dot(d_num.to(v.dtype), tl.trans(v)) + d_den[:, None]
                 d_phi_q += tl.dot(d_a.to(phi_k.dtype), phi_k)
 
@@ -319,6 +328,7 @@ def block_sparse_dkdv_kernel(
     key_ok = offs_n < key_len
     if HAS_KEY_MASK:
         key_ok = key_ok & (tl.load(KeyMask + b * s_kmb + offs_n, mask=offs_n < key_len, other=0) != 0)
+    key_bias = tl.where(key_ok, 0.0, float("-inf"))
     tile_ok = (offs_n[:, None] < key_len) & d_ok[None, :]
     k = tl.load(K + b * s_kb + h * s_kh + offs_n[:, None] * s_kn + offs_d[None, :], mask=tile_ok, other=0.0)
     v = tl.load(V + b * s_vb + h * s_vh + offs_n[:, None] * s_vn + offs_d[None, :], mask=tile_ok, other=0.0)
@@ -346,8 +356,7 @@ def block_sparse_dkdv_kernel(
             lse = tl.load(Lse + bh_q + offs_m, mask=row_ok, other=float("inf"))
             lse = tl.where(lse == float("-inf"), float("inf"), lse) * 1.4426950408889634
             delta = tl.load(Delta + bh_q + offs_m, mask=row_ok, other=0.0)
-            s = tl.dot(q, tl.trans(k)) * qk_scale_log2
-            s = tl.where(key_ok[None, :], s, float("-inf"))
+            s = tl.dot(q, tl.trans(k)) * qk_scale_log2 + key_bias[None, :]
             if HAS_EMASK:
                 full_row = BlockFull + b * s_fb + h * s_fh + q_block * s_fq
                 s = _element_mask_scores(s, em_base, full_row, k_block, offs_m, offs_n, seq_len, s_emq)
