@@ -289,9 +289,7 @@ class EfficientAttentionSession:
             self.stats.clear()
         for entry in self.denoisers:
             entry.forward = None
-        reset = getattr(self.method, "reset", None)
-        if reset is not None:
-            reset()
+        self.method.reset()
 
     @torch._dynamo.disable
     def begin_forward(self, entry: DenoiserEntry, args, kwargs, cache_context) -> None:
@@ -340,6 +338,10 @@ class EfficientAttentionSession:
     def run_layer_attention(self, layer: LayerCall, q, k, v, attn_mask, scale) -> torch.Tensor:
         """Sparse self-attention for one call; q, k, v are (B, H, S, D), the result likewise."""
         batch, heads, seq_len, head_dim = q.shape
+        if k.shape[2] != seq_len:
+            # Queries attend to more keys than themselves (a KV cache during rolling generation): the
+            # square visual layout does not describe this call.
+            raise UnsupportedCall(f"{seq_len} queries against {k.shape[2]} keys (KV cache)")
         if k.shape[1] != heads:  # grouped-query attention: expand shared key/value heads
             k = k.repeat_interleave(heads // k.shape[1], dim=1)
             v = v.repeat_interleave(heads // v.shape[1], dim=1)
