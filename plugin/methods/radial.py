@@ -15,7 +15,8 @@ Differences from the released code, where its users found faults or it hard-code
   half-frame band. The sink is a separate option (the code ties it to "wan").
 - the temporal-thinning threshold is the block size (the code hard-codes 128 "equal to block-size").
 - any token count works (radial-attention#59 asked to pad instead of requiring multiples of 128): the
-  short last query block is judged by its real size.
+  short last query block is judged by its real size, and diagonal blocks are always kept (with frames
+  shorter than a block the per-pair rule would drop every block).
 - the block mask is computed in closed form per frame pair (the column densities of a band are interval
   overlaps), never materialising a token mask, so building it for 100k+ tokens takes milliseconds.
 The mask depends only on the layout, so it is planned once per layout and shared by all layers and heads.
@@ -90,7 +91,9 @@ def radial_block_mask(grid: tuple[int, int, int], block_size: int, decay: float,
     segment = starts_segment.cumsum(0) - 1
     segment_block = key_block[starts_segment]
     n_segments = int(segment_block.numel())
-    mask = torch.zeros(n_blocks, n_blocks, dtype=torch.bool)
+    # The diagonal holds same-frame (dense) pairs and is always kept: when frames are shorter than a
+    # block, the per-pair rule sees each frame's rows as too few and would otherwise drop every block.
+    mask = torch.eye(n_blocks, dtype=torch.bool)
     for query_frame in range(frames):
         windows = torch.tensor([
             float("inf") if first_frame_sink and key_frame_index == 0

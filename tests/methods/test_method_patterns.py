@@ -54,7 +54,7 @@ def radial_token_level_reference(grid, block_size, decay):
     n = frames * tpf
     n_blocks = n // block_size
     big = 2 ** tpf.bit_length()
-    mask = torch.zeros(n_blocks, n_blocks, dtype=torch.bool)
+    mask = torch.eye(n_blocks, dtype=torch.bool)  # our one addition: diagonal blocks always kept
     rows = torch.arange(tpf)[:, None]
     cols = torch.arange(tpf)[None, :]
     for i in range(frames):
@@ -89,6 +89,13 @@ def test_radial_pattern_is_shared_by_heads_and_pads_odd_token_counts():
     pattern = plan("radial", dict(block_size=64), (5, 7, 9), heads=3)
     assert pattern.block_mask.shape[:2] == (1, 1)
     assert pattern.num_tokens == 315 and pattern.num_blocks == 5
+
+
+def test_radial_keeps_blocks_of_frames_shorter_than_a_block():
+    # 30-token frames: every 64-token block holds parts of three frames, each too few rows for the
+    # per-pair rule (density <= 30/64 only in one frame pair); the diagonal still keeps every row non-empty.
+    mask = radial_block_mask((8, 5, 6), 64, 1.0, False)
+    assert mask.diagonal().all()
 
 
 # ----------------------------------------------------------------------------------------------- draft
