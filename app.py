@@ -57,17 +57,18 @@ def example_prompts() -> list[str]:
     return [ShapeClip(*combinations[i * stride]).caption for i in range(EXAMPLE_PROMPT_COUNT)]
 
 
-def option_control(option) -> gr.components.Component:
-    label = option.name
+def option_control(method: str, option) -> gr.components.Component:
+    """A control for one config field: its default, the docstring text with the allowed range, and an
+    element id `option-METHOD-NAME` (tests and scripts find it by that)."""
+    common = dict(label=option.name, info=option.help, elem_id=f"option-{method}-{option.name}")
     if option.kind == "bool":
-        return gr.Checkbox(value=option.default, label=label, info=option.help)
+        return gr.Checkbox(value=option.default, **common)
     if option.kind == "choice":
-        return gr.Dropdown(choices=list(option.choices), value=option.default, label=label, info=option.help)
+        return gr.Dropdown(choices=list(option.choices), value=option.default, **common)
     if option.kind in ("int", "float"):
-        return gr.Number(value=option.default, label=label, info=option.help,
-                         precision=0 if option.kind == "int" else None)
+        return gr.Number(value=option.default, precision=0 if option.kind == "int" else None, **common)
     # Anything else (an int or a tuple of layers, a free string) is typed as a Python literal.
-    return gr.Textbox(value=repr(option.default), label=f"{label} ({option.type_name})", info=option.help)
+    return gr.Textbox(value=repr(option.default), **{**common, "label": f"{option.name} ({option.type_name})"})
 
 
 def metrics_text(result: Comparison) -> str:
@@ -125,7 +126,7 @@ def build_app(output_dir: Path) -> gr.Blocks:
                 for name in methods:
                     with gr.Group(visible=name == DEFAULT_METHOD) as group:
                         for option in options_by_method[name]:
-                            control = option_control(option)
+                            control = option_control(name, option)
                             option_inputs.append(control)
                             option_keys.append((name, option))
                     option_groups.append(group)
