@@ -2,5 +2,6 @@
 
 from swiftdit.pipelines.loading import EMBEDDED_MODEL_DIR, best_device, load_pipeline
 from swiftdit.pipelines.pipeline_moving_shapes import MovingShapesPipeline
+from swiftdit.pipelines.rolling import stream_video
 
-__all__ = ["EMBEDDED_MODEL_DIR", "MovingShapesPipeline", "best_device", "load_pipeline"]
+__all__ = ["EMBEDDED_MODEL_DIR", "MovingShapesPipeline", "best_device", "load_pipeline", "stream_video"]

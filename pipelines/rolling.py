@@ -1,0 +1,390 @@
+"""`stream_video`: video of any length from a chunk-causal Wan model, with a KV cache of sink + window frames.
+
+Two schedules share one loop over "chunks in flight" (see `VideoStream._finished_chunks`):
+- "chunked" (Self-Forcing): one chunk in flight; it takes every denoising step, then joins the cache;
+- "rolling" (Rolling Forcing): `rolling_chunks` chunks in flight at staggered noise levels, denoised
+  jointly (chunk-causally inside the window, the way the model was trained), each forward advancing every
+  chunk by one step; whenever the oldest is clean it joins the cache and a fresh noise chunk enters.
+Both step the flow-matching ODE with the scheduler's own sigmas, one Euler step per chunk per forward, so
+with one chunk in flight the result is the pipeline's chunk-by-chunk generation.
+
+Frames are counted in latent frames of the transformer's grid (after the VAE and the temporal patch), except
+`num_frames` and the prompt switch frames, which count output video frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+from diffusers.utils.torch_utils import randn_tensor
+
+from swiftdit.api import attention_session
+from swiftdit.pipelines.chunk_causal import per_token_timesteps, tokens_per_latent_frame
+from swiftdit.pipelines.kv_cache import RollingKVCache, kv_cached_self_attention
+from swiftdit.pipelines.pipeline_moving_shapes import MovingShapesPipeline
+from swiftdit.validation import check_choice, check_float, check_int
+
+SCHEDULES = ("chunked", "rolling")
+OWNER = "stream_video"
+
+Prompt = str | torch.Tensor  # text, or its embeddings (1, text tokens, text_dim) as the transformer takes them
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamConfig:
+    """Sizes of a stream, validated against each other (the model-dependent checks are in `VideoStream`)."""
+
+    num_frames: int
+    chunk_frames: int
+    window_frames: int | None  # None: unbounded, every finished frame stays in the cache
+    sink_frames: int
+    schedule: str = "chunked"
+    rolling_chunks: int | None = None  # chunks in flight under "rolling"; None: one per denoising step
+    num_inference_steps: int = 4
+    guidance_scale: float = 1.0
+    height: int = 64
+    width: int = 64
+
+    def __post_init__(self):
+        check_int(OWNER, "num_frames", self.num_frames, minimum=1)
+        check_int(OWNER, "chunk_frames", self.chunk_frames, minimum=1)
+        check_int(OWNER, "sink_frames", self.sink_frames, minimum=0)
+        check_choice(OWNER, "schedule", self.schedule, SCHEDULES)
+        check_int(OWNER, "num_inference_steps", self.num_inference_steps, minimum=1)
+        check_float(OWNER, "guidance_scale", self.guidance_scale, minimum=0.0)
+        check_int(OWNER, "height", self.height, minimum=1)
+        check_int(OWNER, "width", self.width, minimum=1)
+        # The cache gains and loses whole chunks, so that every forward feeds whole chunks.
+        self._check_whole_chunks("sink_frames", self.sink_frames)
+        if self.window_frames is not None:
+            check_int(OWNER, "window_frames", self.window_frames, minimum=1)
+            if self.window_frames < self.chunk_frames:
+                raise ValueError(f"{OWNER}: option 'window_frames' ({self.window_frames}) is smaller than a chunk "
+                                 f"('chunk_frames' = {self.chunk_frames}): the newest finished chunk must fit")
+            self._check_whole_chunks("window_frames", self.window_frames)
+            if self.sink_frames > self.window_frames:
+                raise ValueError(f"{OWNER}: option 'sink_frames' ({self.sink_frames}) is larger than the window "
+                                 f"('window_frames' = {self.window_frames})")
+        if self.rolling_chunks is not None:
+            if self.schedule != "rolling":
+                raise ValueError(f"{OWNER}: option 'rolling_chunks' only applies to schedule='rolling'")
+            check_int(OWNER, "rolling_chunks", self.rolling_chunks, minimum=1)
+        if self.num_inference_steps % self.chunks_in_flight:
+            raise ValueError(f"{OWNER}: option 'rolling_chunks' ({self.chunks_in_flight}) must divide "
+                             f"'num_inference_steps' ({self.num_inference_steps}) so that chunks in flight sit "
+                             "at evenly spaced steps")
+
+    def _check_whole_chunks(self, name: str, value: int) -> None:
+        if value % self.chunk_frames:
+            raise ValueError(f"{OWNER}: option '{name}' ({value}) must be a multiple of 'chunk_frames' "
+                             f"({self.chunk_frames})")
+
+    @property
+    def chunks_in_flight(self) -> int:
+        if self.schedule == "chunked":
+            return 1
+        return self.num_inference_steps if self.rolling_chunks is None else self.rolling_chunks
+
+    @property
+    def steps_between_entries(self) -> int:
+        """Steps the newest chunk takes before the next one enters the window."""
+        return self.num_inference_steps // self.chunks_in_flight
+
+    def largest_forward_frames(self, total_latent_frames: int) -> int:
+        """Most latent frames one forward spans (cached + fed): what must fit in the RoPE table."""
+        if self.window_frames is None:
+            return total_latent_frames
+        return self.sink_frames + self.window_frames + self.chunks_in_flight * self.chunk_frames
+
+
+def prompt_schedule(prompt: Prompt | Sequence[tuple[int, Prompt]], num_frames: int) -> list[tuple[int, Prompt]]:
+    """[(start_frame, prompt)], starting at frame 0, strictly increasing, every start inside the video."""
+    if isinstance(prompt, (str, torch.Tensor)):
+        return [(0, prompt)]
+    schedule = list(prompt)
+    if not schedule:
+        raise ValueError(f"{OWNER}: option 'prompt' is an empty list; pass a prompt or (start_frame, prompt) pairs")
+    for entry in schedule:
+        if (not isinstance(entry, tuple) or len(entry) != 2 or not isinstance(entry[1], (str, torch.Tensor))):
+            raise ValueError(f"{OWNER}: option 'prompt' must be a prompt or a list of (start_frame, prompt) pairs, "
+                             f"got the entry {entry!r}")
+        check_int(OWNER, "prompt start_frame", entry[0], minimum=0, maximum=num_frames - 1)
+    starts = [start for start, _ in schedule]
+    if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
+        raise ValueError(f"{OWNER}: option 'prompt' switch frames must start at 0 and increase, got {starts}")
+    return schedule
+
+
+class PixelFrames:
+    """Output of a pixel-space denoiser (the embedded model): samples in [-1, 1] are the frames."""
+
+    def __init__(self, pipe):
+        self.video_processor = pipe.video_processor
+
+    def video_frames(self, sample_frames: int) -> int:
+        return sample_frames
+
+    def decode(self, samples: torch.Tensor) -> np.ndarray:
+        return _as_uint8(self.video_processor.postprocess_video(samples, output_type="np")[0])
+
+
+class WanVaeFrames:
+    """Decodes Wan latents chunk by chunk with the causal VAE's feature cache carried from chunk to chunk, so
+    that the streamed frames are the ones a whole-video decode gives (first latent frame: 1 frame, then 4).
+
+    diffusers' `AutoencoderKLWan._decode` clears that cache at every call, hence the frame-by-frame loop on
+    its decoder here, with the same private cache fields.
+    """
+
+    def __init__(self, pipe):
+        self.vae = pipe.vae
+        self.video_processor = pipe.video_processor
+        self.temporal_factor = self.vae.config.scale_factor_temporal
+        z_dim = self.vae.config.z_dim
+        self.latents_mean = torch.tensor(self.vae.config.latents_mean).view(1, z_dim, 1, 1, 1)
+        self.latents_std = torch.tensor(self.vae.config.latents_std).view(1, z_dim, 1, 1, 1)
+        self.first_frame = True
+        self.vae.clear_cache()
+
+    def video_frames(self, sample_frames: int) -> int:
+        return 1 + self.temporal_factor * (sample_frames - 1) if sample_frames else 0
+
+    @torch.no_grad()
+    def decode(self, samples: torch.Tensor) -> np.ndarray:
+        vae = self.vae
+        samples = samples.to(vae.dtype) * self.latents_std.to(samples) + self.latents_mean.to(samples)
+        features = vae.post_quant_conv(samples.to(vae.dtype))
+        decoded = []
+        for index in range(features.shape[2]):
+            vae._conv_idx = [0]
+            decoded.append(vae.decoder(features[:, :, index:index + 1], feat_cache=vae._feat_map,
+                                       feat_idx=vae._conv_idx, first_chunk=self.first_frame))
+            self.first_frame = False
+        video = torch.cat(decoded, dim=2).clamp(-1.0, 1.0)
+        return _as_uint8(self.video_processor.postprocess_video(video, output_type="np")[0])
+
+
+def _as_uint8(video: np.ndarray) -> np.ndarray:
+    return (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def streamable_transformer(pipe) -> WanTransformer3DModel:
+    """The pipeline's chunk-causal Wan denoiser, or a ValueError that says why the pipeline cannot stream."""
+    transformer = getattr(pipe, "transformer", None)
+    if not isinstance(transformer, WanTransformer3DModel):
+        raise ValueError(f"{OWNER}: {type(pipe).__name__} cannot be streamed: it needs a WanTransformer3DModel "
+                         f"denoiser (got {type(transformer).__name__})")
+    if getattr(pipe, "transformer_2", None) is not None:
+        raise ValueError(f"{OWNER}: {type(pipe).__name__} cannot be streamed: it switches between two experts "
+                         "by noise level, while a rolling window holds chunks at several levels at once")
+    if transformer.config.image_dim is not None:
+        raise ValueError(f"{OWNER}: {type(pipe).__name__} cannot be streamed: image-conditioned Wan models "
+                         "(image tokens in cross-attention) are not supported")
+    if not isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler):
+        raise ValueError(f"{OWNER}: {type(pipe).__name__} cannot be streamed with a "
+                         f"{type(pipe.scheduler).__name__}: chunks at different noise levels take their own Euler "
+                         "steps, which needs FlowMatchEulerDiscreteScheduler's sigmas")
+    return transformer
+
+
+def frame_decoder(pipe) -> PixelFrames | WanVaeFrames:
+    vae = getattr(pipe, "vae", None)
+    if vae is None and hasattr(pipe, "video_processor"):
+        return PixelFrames(pipe)
+    if isinstance(vae, AutoencoderKLWan):
+        return WanVaeFrames(pipe)
+    raise ValueError(f"{OWNER}: {type(pipe).__name__} cannot be streamed: its frames are decoded by "
+                     f"{type(vae).__name__}, not AutoencoderKLWan or a pixel-space model")
+
+
+def encode_prompt(pipe, prompt: Prompt, device: torch.device) -> torch.Tensor:
+    """(1, text tokens, text_dim) embeddings; text goes through the pipeline's own encoder."""
+    if isinstance(prompt, torch.Tensor):
+        return prompt.to(device)
+    if isinstance(pipe, MovingShapesPipeline):
+        return pipe.encode_prompt(prompt, device)
+    return pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=device)[0]
+
+
+@dataclasses.dataclass
+class ChunkInFlight:
+    samples: torch.Tensor  # (1, C, chunk sample frames, h, w), float32, at the noise level of `steps_done`
+    steps_done: int = 0
+
+
+class VideoStream:
+    """One stream's state: the KV cache, the chunks in flight, the prompt in force. `frames()` runs it."""
+
+    def __init__(self, pipe, prompt: Prompt | Sequence[tuple[int, Prompt]], config: StreamConfig,
+                 negative_prompt: Prompt = "", generator: torch.Generator | None = None):
+        self.pipe = pipe
+        self.config = config
+        self.transformer = streamable_transformer(pipe)
+        self.decoder = frame_decoder(pipe)
+        self.prompts = prompt_schedule(prompt, config.num_frames)
+        self.negative_prompt = negative_prompt
+        self.generator = generator
+        self.device = pipe._execution_device
+
+        patch_frames, patch_h, patch_w = self.transformer.config.patch_size
+        spatial_factor = getattr(pipe, "vae_scale_factor_spatial", 1)
+        for name, value, multiple in (("height", config.height, spatial_factor * patch_h),
+                                      ("width", config.width, spatial_factor * patch_w)):
+            if value % multiple:
+                raise ValueError(f"{OWNER}: option '{name}' ({value}) must be a multiple of {multiple}")
+        self.sample_height, self.sample_width = config.height // spatial_factor, config.width // spatial_factor
+        self.chunk_samples = config.chunk_frames * patch_frames
+        self.num_chunks = 1
+        while self.decoder.video_frames(self.num_chunks * self.chunk_samples) < config.num_frames:
+            self.num_chunks += 1
+        table = self.transformer.config.rope_max_seq_len
+        span = config.largest_forward_frames(self.num_chunks * config.chunk_frames)
+        if span > table:
+            raise ValueError(
+                f"{OWNER}: options 'sink_frames' + 'window_frames' + chunks in flight x 'chunk_frames' span {span} "
+                f"latent frames, past the model's RoPE table of {table}"
+                + (" (an unbounded window keeps the whole video: set 'window_frames')"
+                   if config.window_frames is None else "")
+            )
+        self.cache = RollingKVCache(config.sink_frames, config.window_frames, config.chunk_frames,
+                                    tokens_per_latent_frame(self.transformer, self.sample_height, self.sample_width),
+                                    patch_frames)
+        self.scheduler = pipe.scheduler
+        self.scheduler.set_timesteps(config.num_inference_steps, device=self.device)
+        self.use_guidance = config.guidance_scale > 1.0
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """(H, W, 3) uint8 frames, each chunk's as soon as it is clean."""
+        emitted = 0
+        for chunk in self._finished_chunks():
+            for frame in self.decoder.decode(chunk)[: self.config.num_frames - emitted]:
+                emitted += 1
+                yield frame
+
+    def _embeddings(self, prompt: Prompt) -> torch.Tensor:
+        embeddings = encode_prompt(self.pipe, prompt, self.device)
+        if self.use_guidance:  # one batched forward: [unconditional, conditional]
+            negative = encode_prompt(self.pipe, self.negative_prompt, self.device)
+            embeddings = torch.cat([negative, embeddings])
+        return embeddings.to(self.transformer.dtype)
+
+    @torch.no_grad()
+    def _finished_chunks(self) -> Iterator[torch.Tensor]:
+        session = attention_session(self.pipe)
+        if session is not None:  # a stream is one generation for the efficient-attention session
+            session.begin_pipeline_call()
+        decoder_frames_per_chunk = self.decoder.video_frames
+        upcoming = list(self.prompts)
+        in_flight: list[ChunkInFlight] = []
+        entered = 0
+        embeddings = None
+        with kv_cached_self_attention(self.transformer, self.cache):
+            while entered < self.num_chunks or in_flight:
+                while self._may_enter(entered, in_flight):
+                    first_frame = decoder_frames_per_chunk(entered * self.chunk_samples)
+                    if upcoming and upcoming[0][0] <= first_frame:
+                        # A switch takes effect at the first chunk that starts at or after its frame.
+                        _, prompt = upcoming.pop(0)
+                        while upcoming and upcoming[0][0] <= first_frame:
+                            _, prompt = upcoming.pop(0)
+                        if embeddings is not None:
+                            self.cache.mark_all_pending()  # re-cache under the new prompt
+                        embeddings = self._embeddings(prompt)
+                    in_flight.append(ChunkInFlight(self._noise()))
+                    entered += 1
+                self._denoise_step(in_flight, embeddings)
+                if in_flight[0].steps_done == self.config.num_inference_steps:
+                    finished = in_flight.pop(0).samples
+                    self.cache.add_finished(finished)
+                    yield finished
+
+    def _may_enter(self, entered: int, in_flight: list[ChunkInFlight]) -> bool:
+        return (entered < self.num_chunks and len(in_flight) < self.config.chunks_in_flight
+                and (not in_flight or in_flight[-1].steps_done >= self.config.steps_between_entries))
+
+    def _noise(self) -> torch.Tensor:
+        """The next chunk's noise: drawn chunk by chunk, in order, from the stream's generator."""
+        shape = (1, self.transformer.config.in_channels, self.chunk_samples, self.sample_height, self.sample_width)
+        return randn_tensor(shape, generator=self.generator, device=self.device, dtype=torch.float32)
+
+    def _denoise_step(self, in_flight: list[ChunkInFlight], embeddings: torch.Tensor) -> None:
+        """One forward on [pending cache frames at t=0 | chunks in flight], one Euler step for each chunk."""
+        config, scheduler = self.config, self.scheduler
+        pending = self.cache.pending_latents()
+        fed = [chunk.samples for chunk in in_flight]
+        if pending is not None and pending.shape[2]:
+            fed.insert(0, pending)
+        model_input = torch.cat(fed, dim=2)
+        num_pending_chunks = self.cache.pending_frames // config.chunk_frames
+        chunk_timesteps = torch.cat([
+            torch.zeros(num_pending_chunks, device=self.device),
+            torch.stack([scheduler.timesteps[chunk.steps_done] for chunk in in_flight]).float(),
+        ])
+        batch = embeddings.shape[0]
+        model_input = model_input.expand(batch, -1, -1, -1, -1).to(self.transformer.dtype)
+        if bool((chunk_timesteps == chunk_timesteps[0]).all()):
+            timestep = chunk_timesteps[:1].expand(batch)
+        else:
+            chunk_tokens = self.cache.frame_tokens * config.chunk_frames
+            timestep = per_token_timesteps(chunk_timesteps.expand(batch, -1), chunk_tokens)
+        # The plugin's step-aware options read the step from the cache context; under "rolling" one forward
+        # holds every step at once, so it gets none.
+        step_index = in_flight[0].steps_done if config.schedule == "chunked" else None
+        branch = "cond_uncond" if self.use_guidance else "cond"
+        with self.transformer.cache_context(branch, step_index=step_index,
+                                            num_inference_steps=config.num_inference_steps), \
+                self.cache.forward(self.transformer.rope, model_input.shape[2] // self.cache.patch_frames,
+                                   self.sample_height // self.transformer.config.patch_size[1],
+                                   self.sample_width // self.transformer.config.patch_size[2]):
+            velocity = self.transformer(hidden_states=model_input, timestep=timestep,
+                                        encoder_hidden_states=embeddings, return_dict=False)[0].float()
+        if self.use_guidance:
+            unconditional, conditional = velocity.chunk(2)
+            velocity = unconditional + config.guidance_scale * (conditional - unconditional)
+        velocity = velocity[:, :, -len(in_flight) * self.chunk_samples:]
+        for chunk, chunk_velocity in zip(in_flight, velocity.split(self.chunk_samples, dim=2)):
+            sigma, next_sigma = scheduler.sigmas[chunk.steps_done], scheduler.sigmas[chunk.steps_done + 1]
+            chunk.samples = chunk.samples + (next_sigma - sigma) * chunk_velocity
+            chunk.steps_done += 1
+
+
+def stream_video(pipe, prompt: Prompt | Sequence[tuple[int, Prompt]], num_frames: int, *,
+                 window_frames: int | None, sink_frames: int | None = None, chunk_frames: int | None = None,
+                 schedule: str = "chunked", rolling_chunks: int | None = None, num_inference_steps: int = 4,
+                 guidance_scale: float = 1.0, height: int | None = None, width: int | None = None,
+                 negative_prompt: Prompt = "", generator: torch.Generator | None = None) -> Iterator[np.ndarray]:
+    """Generate `num_frames` video frames chunk by chunk, yielding (H, W, 3) uint8 frames as chunks finish.
+
+    prompt: a prompt (text or embeddings), or [(start_frame, prompt), ...] to switch prompts mid-stream; a
+        switch takes effect at the first chunk starting at or after its frame, and the cache is recomputed
+        under the new prompt (LongLive's re-cache).
+    window_frames: latent frames kept after the sink, the newest finished chunk included (None: unbounded).
+    sink_frames: the first latent frames, kept for ever (default: one chunk; 0 for a plain sliding window).
+    chunk_frames: latent frames per chunk (default: the pipeline's `chunk_latent_frames`).
+    schedule: "chunked" (Self-Forcing) or "rolling" (Rolling Forcing, `rolling_chunks` chunks in flight,
+        default one per denoising step).
+    height, width: output size in pixels (default: 64 x 64 for the embedded model; required otherwise).
+    """
+    if chunk_frames is None:
+        chunk_frames = getattr(pipe.config, "chunk_latent_frames", None)
+        if chunk_frames is None:
+            raise ValueError(f"{OWNER}: option 'chunk_frames' is required for {type(pipe).__name__} (the latent "
+                             "frames per chunk its model was trained with)")
+    if height is None or width is None:
+        if not isinstance(pipe, MovingShapesPipeline):
+            raise ValueError(f"{OWNER}: options 'height' and 'width' are required for {type(pipe).__name__}")
+        defaults = inspect.signature(MovingShapesPipeline.__call__).parameters
+        height = defaults["height"].default if height is None else height
+        width = defaults["width"].default if width is None else width
+    config = StreamConfig(
+        num_frames=num_frames, chunk_frames=chunk_frames, window_frames=window_frames,
+        sink_frames=chunk_frames if sink_frames is None else sink_frames, schedule=schedule,
+        rolling_chunks=rolling_chunks, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+        height=height, width=width,
+    )
+    return VideoStream(pipe, prompt, config, negative_prompt, generator).frames()
