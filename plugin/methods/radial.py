@@ -75,48 +75,58 @@ def frame_pair_window(dist: int, tokens_per_frame: int, block_size: int, decay: 
 
 
 @lru_cache(maxsize=16)
-def radial_block_mask(grid: tuple[int, int, int], block_size: int, decay: float, first_frame_sink: bool) -> torch.Tensor:
-    """The (nQ, nK) block mask for a (T, H, W) token grid in raster order (cached across pipeline calls,
-    like the authors' class-level `MaskMap`; callers must not modify it in place)."""
+def radial_block_mask(grid: tuple[int, int, int], block_size: int, decay: float, first_frame_sink: bool,
+                      device: str = "cpu") -> torch.Tensor:
+    """The (nQ, nK) block mask for a (T, H, W) token grid in raster order, built on `device` (cached across
+    pipeline calls, like the authors' class-level `MaskMap`; callers must not modify it in place)."""
     frames = grid[0]
     tpf = grid[1] * grid[2]
     n = frames * tpf
     n_blocks = num_blocks(n, block_size)
-    keys = torch.arange(n)
+    keys = torch.arange(n, device=device)
     key_frame, key_spatial, key_block = keys // tpf, keys % tpf, keys // block_size
     # The shrink rule is applied per frame pair, so a key block that straddles two frames is judged
     # separately for each: a segment is the part of one key block inside one frame.
-    starts_segment = torch.ones(n, dtype=torch.bool)
+    starts_segment = torch.ones(n, dtype=torch.bool, device=device)
     starts_segment[1:] = (key_frame[1:] != key_frame[:-1]) | (key_block[1:] != key_block[:-1])
     segment = starts_segment.cumsum(0) - 1
-    segment_block = key_block[starts_segment]
+    segment_block, segment_frame = key_block[starts_segment], key_frame[starts_segment]
     n_segments = int(segment_block.numel())
     # The diagonal holds same-frame (dense) pairs and is always kept: when frames are shorter than a
     # block, the per-pair rule sees each frame's rows as too few and would otherwise drop every block.
-    mask = torch.eye(n_blocks, dtype=torch.bool)
+    mask = torch.eye(n_blocks, dtype=torch.bool, device=device)
     for query_frame in range(frames):
         windows = torch.tensor([
             float("inf") if first_frame_sink and key_frame_index == 0
             else frame_pair_window(abs(query_frame - key_frame_index), tpf, block_size, decay)
             for key_frame_index in range(frames)
-        ])
+        ], device=device)
         # Query blocks overlapping this frame, and the in-frame index range [lo, hi] of their rows in it.
         first, last = query_frame * tpf, (query_frame + 1) * tpf - 1
-        query_blocks = torch.arange(first // block_size, last // block_size + 1)
+        query_blocks = torch.arange(first // block_size, last // block_size + 1, device=device)
         lo = (query_blocks * block_size).clamp(min=first) - first
         hi = ((query_blocks + 1) * block_size - 1).clamp(max=last) - first
         block_len = ((query_blocks + 1) * block_size).clamp(max=n) - query_blocks * block_size
-        # Rows r in [lo, hi] with |s - r| <= window, for each key column s: an interval overlap.
-        window = windows[key_frame][None, :]
-        low = torch.maximum(key_spatial[None, :] - window, lo[:, None].float())
-        high = torch.minimum(key_spatial[None, :] + window, hi[:, None].float())
-        rows = (high - low + 1).clamp(min=0)
-        column_density = rows / block_len[:, None]
-        dense_columns = torch.zeros(len(query_blocks), n_segments).index_add_(
-            1, segment, (column_density > DENSE_COLUMN_DENSITY).float())
-        nonempty_columns = torch.zeros(len(query_blocks), n_segments).index_add_(1, segment, (rows > 0).float())
-        keep_segment = dense_columns > KEPT_COLUMN_SHARE * nonempty_columns
-        kept = torch.zeros(len(query_blocks), n_blocks).index_add_(1, segment_block, keep_segment.float()) > 0
+        # A dense frame pair gives every column of a segment the same row count, so the segment is kept
+        # exactly when the query block's rows in this frame exceed the density threshold.
+        dense_pair = torch.isinf(windows[segment_frame])
+        enough_rows = (hi - lo + 1) / block_len > DENSE_COLUMN_DENSITY
+        keep_segment = enough_rows[:, None] & dense_pair[None, :]
+        # Banded pairs, column by column: rows r in [lo, hi] with |s - r| <= window, an interval overlap.
+        banded = (windows[key_frame] >= 0) & torch.isfinite(windows[key_frame])
+        if banded.any():
+            window = windows[key_frame[banded]][None, :]
+            spatial = key_spatial[banded][None, :]
+            low = torch.maximum(spatial - window, lo[:, None].float())
+            high = torch.minimum(spatial + window, hi[:, None].float())
+            rows = (high - low + 1).clamp(min=0)
+            dense_columns = torch.zeros(len(query_blocks), n_segments, device=device).index_add_(
+                1, segment[banded], (rows / block_len[:, None] > DENSE_COLUMN_DENSITY).float())
+            nonempty_columns = torch.zeros(len(query_blocks), n_segments, device=device).index_add_(
+                1, segment[banded], (rows > 0).float())
+            keep_segment |= dense_columns > KEPT_COLUMN_SHARE * nonempty_columns
+        kept = torch.zeros(len(query_blocks), n_blocks, device=device).index_add_(
+            1, segment_block, keep_segment.float()) > 0
         mask[query_blocks] |= kept
     return mask
 
@@ -125,11 +135,14 @@ def radial_block_mask(grid: tuple[int, int, int], block_size: int, decay: float,
 class RadialAttention(AttentionMethod):
     name = "radial"
     Config = RadialConfig
-    summary = "Static O(n log n) mask: dense for adjacent frames, a spatial band halving with each doubling of frame distance."
-    paper = "Radial Attention: O(n log n) Sparse Attention with Energy Decay for Long Video Generation (Li et al., NeurIPS 2025)"
+    summary = ("Static O(n log n) mask: dense for adjacent frames, a spatial band halving with each doubling of "
+               "frame distance.")
+    paper = ("Radial Attention: O(n log n) Sparse Attention with Energy Decay for Long Video Generation "
+             "(Li et al., NeurIPS 2025)")
     static_pattern = True
 
     def plan(self, q: torch.Tensor, k: torch.Tensor, call: AttentionCall) -> BlockPattern:
         cfg: RadialConfig = self.config
-        mask = radial_block_mask(tuple(call.layout.grid), cfg.block_size, cfg.decay, cfg.first_frame_sink)
-        return BlockPattern(mask.to(q.device, copy=True)[None, None], cfg.block_size, q.shape[2])
+        mask = radial_block_mask(tuple(call.layout.grid), cfg.block_size, cfg.decay, cfg.first_frame_sink,
+                                 str(q.device))
+        return BlockPattern(mask.clone()[None, None], cfg.block_size, q.shape[2])

@@ -163,7 +163,8 @@ def all_blocks_like(pattern: BlockPattern) -> BlockPattern:
 class RectifiedAttention(SparseAttention):
     name = "rectified"
     Config = RectifiedConfig
-    summary = "Sparse attention with the dropped softmax mass restored: pooled estimate (Rectified SpaAttn) or cached history (Re-ttention)."
+    summary = ("Sparse attention with the dropped softmax mass restored: pooled estimate (Rectified SpaAttn) or "
+               "cached history (Re-ttention).")
     paper = (
         "Rectified SpaAttn: Revisiting Attention Sparsity for Efficient Video Generation (Liu et al., 2025); "
         "Re-ttention: Ultra Sparse Visual Generation via Attention Statistical Reshape (Chen et al., NeurIPS 2025)"

@@ -60,7 +60,8 @@ class SparseLinearAttention(SparseAttention):
     name = "sla"
     Config = SLAConfig
     summary = "Top-k blocks exact plus linear attention for the rest through a per-layer zero-initialised projection."
-    paper = "SLA: Beyond Sparsity in Diffusion Transformers via Fine-Tunable Sparse-Linear Attention (Zhang et al., ICLR 2026)"
+    paper = ("SLA: Beyond Sparsity in Diffusion Transformers via Fine-Tunable Sparse-Linear Attention "
+             "(Zhang et al., ICLR 2026)")
 
     def __init__(self, config: SLAConfig):
         super().__init__(config)

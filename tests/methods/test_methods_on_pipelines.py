@@ -92,7 +92,8 @@ def test_retention_history_is_measured_at_each_refresh_and_reset_per_call(monkey
     method = swiftdit.attention_session(tiny.pipe).method
     planned_steps = []
     plan = method.plan
-    monkeypatch.setattr(method, "plan", lambda q, k, call: planned_steps.append(call.step.step_index) or plan(q, k, call))
+    monkeypatch.setattr(method, "plan",
+                        lambda q, k, call: planned_steps.append(call.step.step_index) or plan(q, k, call))
     first = run(tiny)
     # Plans at steps 0 and 2, reused at step 1, for each branch and layer; each plan is one dense refresh.
     assert sorted(planned_steps) == [0] * 4 + [2] * 4
