@@ -10,10 +10,7 @@ Layout and conventions shared by the three kernels:
 - text keys ("dense columns") are walked after the table, in tiles of the block size, for every query
   block; a (B, L) padding mask may switch some of them off;
 - the optional element mask (B|1, H|1, N, N) is only read for (query block, key block) pairs whose
-  `block_full` flag is 0, so whole blocks cost nothing extra;
-- with HAS_LINEAR the same loop also runs the sparse-linear (SLA) branch: for every *selected* key block
-  it accumulates phi(q) phi(k)^T V and phi(q) phi(k)^T 1, which the epilogue subtracts from the totals
-  phi(q) S and phi(q) z over all keys, leaving linear attention over the blocks that were *not* selected.
+  `block_full` flag is 0, so whole blocks cost nothing extra.
 
 Tensors the wrappers allocate (out, lse, gradients, feature maps) are contiguous (B, H, N, D) / (B, H, N);
 q, k, v and text k/v come with their own strides so that (B, N, H, D) views need no copy.
@@ -94,22 +91,21 @@ def _element_mask_scores(s, ElemMask, BlockFullRow, k_block, offs_m, offs_n, seq
 
 @triton.autotune(
     configs=_configs((64, 128), ((8, 2), (8, 3), (4, 2))),
-    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "HAS_EMASK", "HAS_LINEAR"],
+    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "HAS_EMASK"],
     prune_configs_by={"early_config_prune": _prune_sub_tiles},
 )
 @triton.jit
 def block_sparse_forward_kernel(
     Q, K, V, Out, Lse, KvIdx, KvCnt,
     TextK, TextV, TextMask, ElemMask, BlockFull,
-    PhiQ, PhiK, LinState, LinNorm, OutLin, DenLin,
     s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn,
     s_ib, s_ih, s_iq, s_cb, s_ch,
     s_tkb, s_tkh, s_tkn, s_tvb, s_tvh, s_tvn, s_tmb,
     s_emb, s_emh, s_emq, s_fb, s_fh, s_fq,
-    num_heads, seq_len, text_len, num_k_blocks, qk_scale_log2, linear_eps,
+    num_heads, seq_len, text_len, qk_scale_log2,
     BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_N: tl.constexpr, HAS_TEXT: tl.constexpr, HAS_TEXT_MASK: tl.constexpr,
-    HAS_EMASK: tl.constexpr, HAS_LINEAR: tl.constexpr,
+    HAS_EMASK: tl.constexpr,
 ):
     q_block = tl.program_id(0)
     bh = tl.program_id(1)
@@ -132,11 +128,6 @@ def block_sparse_forward_kernel(
     em_base = ElemMask + b * s_emb + h * s_emh
     full_row = BlockFull + b * s_fb + h * s_fh + q_block * s_fq
     bhn = (b * num_heads + h) * seq_len
-    if HAS_LINEAR:
-        phi_q = tl.load(PhiQ + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :],
-                        mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-        lin_acc = tl.zeros([BLOCK, BLOCK_D], tl.float32)
-        lin_den = tl.zeros([BLOCK], tl.float32)
 
     for slot in range(count):
         k_block = tl.load(idx_row + slot)
@@ -151,12 +142,6 @@ def block_sparse_forward_kernel(
             if HAS_EMASK:
                 s = _element_mask_scores(s, em_base, full_row, k_block, offs_m, offs_n, seq_len, s_emq)
             m_i, l_i, acc = _online_softmax_step(s, m_i, l_i, acc, v)
-            if HAS_LINEAR:
-                phi_k = tl.load(PhiK + (bhn + offs_n[:, None]) * HEAD_DIM + offs_d[None, :],
-                                mask=(offs_n[:, None] < seq_len) & d_ok[None, :], other=0.0)
-                a = tl.dot(phi_q, tl.trans(phi_k))
-                lin_acc += tl.dot(a.to(v.dtype), v)
-                lin_den += tl.sum(a, 1)
 
     if HAS_TEXT:
         tk_base = TextK + b * s_tkb + h * s_tkh
@@ -181,35 +166,17 @@ def block_sparse_forward_kernel(
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     tl.store(Lse + bhn + offs_m, lse, mask=row_ok)
 
-    if HAS_LINEAR:
-        offs_e = tl.arange(0, BLOCK_D)
-        bh_state = b * num_heads + h
-        state = tl.load(LinState + bh_state * HEAD_DIM * HEAD_DIM + offs_d[:, None] * HEAD_DIM + offs_e[None, :],
-                        mask=d_ok[:, None] & d_ok[None, :], other=0.0)
-        norm = tl.load(LinNorm + bh_state * HEAD_DIM + offs_d, mask=d_ok, other=0.0)
-        phi_q32 = phi_q.to(tl.float32)
-        # fp32 'ieee' products: the totals minus the selected part must cancel to far below the rest's mass.
-        numer = tl.dot(phi_q32, state, input_precision="ieee") - lin_acc
-        denom = tl.sum(phi_q32 * norm[None, :], 1) - lin_den
-        # A row that selected every block has no linear part; its difference is pure rounding.
-        rest_empty = count >= num_k_blocks
-        denom = tl.where(rest_empty, 1.0, denom + linear_eps)
-        out_lin = tl.where(rest_empty, 0.0, numer / denom[:, None])
-        tl.store(OutLin + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], out_lin.to(OutLin.dtype.element_ty),
-                 mask=row_ok[:, None] & d_ok[None, :])
-        tl.store(DenLin + bhn + offs_m, denom, mask=row_ok)
 
 
 @triton.autotune(
     configs=_configs((32, 64), ((8, 2), (4, 2), (8, 3))),
-    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "HAS_EMASK", "HAS_LINEAR"],
+    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "HAS_EMASK"],
     prune_configs_by={"early_config_prune": _prune_sub_tiles},
 )
 @triton.jit
 def block_sparse_dq_kernel(
     Q, K, V, DO, Lse, Delta, DQ, KvIdx, KvCnt,
     TextK, TextV, TextMask, ElemMask, BlockFull,
-    PhiQ, PhiK, DLinNum, DLinDen, DPhiQ,
     s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn,
     s_ib, s_ih, s_iq, s_cb, s_ch,
     s_tkb, s_tkh, s_tkn, s_tvb, s_tvh, s_tvn, s_tmb,
@@ -217,7 +184,7 @@ def block_sparse_dq_kernel(
     num_heads, seq_len, text_len, qk_scale_log2, scale,
     BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_N: tl.constexpr, HAS_TEXT: tl.constexpr, HAS_TEXT_MASK: tl.constexpr,
-    HAS_EMASK: tl.constexpr, HAS_LINEAR: tl.constexpr,
+    HAS_EMASK: tl.constexpr,
 ):
     """dQ for one query block: walks the same key blocks as the forward (SUB keys at a time)."""
     q_block = tl.program_id(0)
@@ -244,11 +211,6 @@ def block_sparse_dq_kernel(
     idx_row = KvIdx + b * s_ib + h * s_ih + q_block * s_iq
     em_base = ElemMask + b * s_emb + h * s_emh
     full_row = BlockFull + b * s_fb + h * s_fh + q_block * s_fq
-    if HAS_LINEAR:
-        phi_q = tl.load(PhiQ + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], mask=tile_ok, other=0.0)
-        d_num = tl.load(DLinNum + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], mask=tile_ok, other=0.0)
-        d_den = tl.load(DLinDen + bhn + offs_m, mask=row_ok, other=0.0)
-        d_phi_q = tl.zeros([BLOCK, BLOCK_D], tl.float32)
 
     for slot in range(count):
         k_block = tl.load(idx_row + slot)
@@ -266,11 +228,6 @@ def block_sparse_dq_kernel(
             dp = tl.dot(do, tl.trans(v))
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(k.dtype), k)
-            if HAS_LINEAR:
-                phi_k = tl.load(PhiK + (bhn + offs_n[:, None]) * HEAD_DIM + offs_d[None, :],
-                                mask=(offs_n[:, None] < seq_len) & d_ok[None, :], other=0.0)
-                d_a = tl.dot(d_num.to(v.dtype), tl.trans(v)) + d_den[:, None]
-                d_phi_q += tl.dot(d_a.to(phi_k.dtype), phi_k)
 
     if HAS_TEXT:
         tk_base = TextK + b * s_tkb + h * s_tkh
@@ -293,25 +250,22 @@ def block_sparse_dq_kernel(
 
     tl.store(DQ + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),
              mask=tile_ok)
-    if HAS_LINEAR:
-        tl.store(DPhiQ + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], d_phi_q, mask=tile_ok)
 
 
 @triton.autotune(
     configs=_configs((32, 64), ((8, 2), (4, 2), (8, 3))),
-    key=["BLOCK", "HEAD_DIM", "HAS_EMASK", "HAS_KEY_MASK", "HAS_LINEAR"],
+    key=["BLOCK", "HEAD_DIM", "HAS_EMASK", "HAS_KEY_MASK"],
     prune_configs_by={"early_config_prune": _prune_sub_tiles},
 )
 @triton.jit
 def block_sparse_dkdv_kernel(
     Q, K, V, DO, Lse, Delta, DK, DV, QIdx, QCnt, KeyMask, ElemMask, BlockFull,
-    PhiQ, PhiK, DLinNum, DLinDen, DPhiK, DVLin,
     s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn,
     s_ib, s_ih, s_ik, s_cb, s_ch, s_ck, s_kmb,
     s_emb, s_emh, s_emq, s_fb, s_fh, s_fq,
     num_heads, seq_len, key_len, qk_scale_log2, scale,
     BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    HAS_KEY_MASK: tl.constexpr, HAS_EMASK: tl.constexpr, HAS_LINEAR: tl.constexpr,
+    HAS_KEY_MASK: tl.constexpr, HAS_EMASK: tl.constexpr,
 ):
     """dK, dV for one key block (visual, or a tile of text keys) over the query blocks that attend to it.
 
@@ -336,10 +290,6 @@ def block_sparse_dkdv_kernel(
     dv = tl.zeros([BLOCK, BLOCK_D], tl.float32)
     bh_q = (b * num_heads + h) * seq_len
     bh_k = (b * num_heads + h) * key_len
-    if HAS_LINEAR:
-        phi_k = tl.load(PhiK + (bh_k + offs_n[:, None]) * HEAD_DIM + offs_d[None, :], mask=tile_ok, other=0.0)
-        d_phi_k = tl.zeros([BLOCK, BLOCK_D], tl.float32)
-        dv_lin = tl.zeros([BLOCK, BLOCK_D], tl.float32)
 
     count = tl.load(QCnt + b * s_cb + h * s_ch + k_block * s_ck)
     idx_row = QIdx + b * s_ib + h * s_ih + k_block * s_ik
@@ -365,20 +315,7 @@ def block_sparse_dkdv_kernel(
             dp = tl.dot(do, tl.trans(v))
             ds = p * (dp - delta[:, None])
             dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
-            if HAS_LINEAR:
-                phi_q = tl.load(PhiQ + (bh_q + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], mask=q_tile_ok,
-                                other=0.0)
-                d_num = tl.load(DLinNum + (bh_q + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], mask=q_tile_ok,
-                                other=0.0)
-                d_den = tl.load(DLinDen + bh_q + offs_m, mask=row_ok, other=0.0)
-                a = tl.dot(phi_q, tl.trans(phi_k))
-                dv_lin += tl.dot(tl.trans(a.to(v.dtype)), d_num.to(v.dtype))
-                d_a = tl.dot(d_num.to(v.dtype), tl.trans(v)) + d_den[:, None]
-                d_phi_k += tl.dot(tl.trans(d_a.to(phi_q.dtype)), phi_q)
 
     out_offs = (bh_k + offs_n[:, None]) * HEAD_DIM + offs_d[None, :]
     tl.store(DK + out_offs, (dk * scale).to(DK.dtype.element_ty), mask=tile_ok)
     tl.store(DV + out_offs, dv.to(DV.dtype.element_ty), mask=tile_ok)
-    if HAS_LINEAR:
-        tl.store(DPhiK + out_offs, d_phi_k, mask=tile_ok)
-        tl.store(DVLin + out_offs, dv_lin, mask=tile_ok)

@@ -1,8 +1,4 @@
-"""Launchers for the Triton block-sparse kernels and the autograd Function around them.
-
-`launch_forward` / `launch_backward` also serve the sparse-linear (SLA) op, which passes its feature maps
-through `LinearBranch` and gets the masked linear-branch gradients back through `LinearGrads`.
-"""
+"""Launchers for the Triton block-sparse kernels and the autograd Function around them."""
 
 from __future__ import annotations
 
@@ -48,31 +44,6 @@ class ElementMask:
         return cls(mask.to(torch.uint8).contiguous(), block_full)
 
 
-@dataclass
-class LinearBranch:
-    """Sparse-linear inputs: feature maps phi(q), phi(k) (B, H, N, D) in q's dtype, contiguous; the totals
-    over all keys state = phi(k)^T v (B, H, D, D) and norm = sum phi(k) (B, H, D), float32, contiguous."""
-
-    phi_q: torch.Tensor
-    phi_k: torch.Tensor
-    state: torch.Tensor
-    norm: torch.Tensor
-    eps: float
-
-
-@dataclass
-class LinearGrads:
-    """Backward inputs of the linear branch (d loss / d numerator (B, H, N, D), d loss / d denominator
-    (B, H, N), float32) and the kernels' outputs: the *selected-block* parts of d phi(q), d phi(k), d v,
-    which the caller subtracts from the all-keys terms."""
-
-    d_numer: torch.Tensor
-    d_denom: torch.Tensor
-    d_phi_q_selected: torch.Tensor | None = None
-    d_phi_k_selected: torch.Tensor | None = None
-    d_v_selected: torch.Tensor | None = None
-
-
 def _bhn_strides(x: torch.Tensor) -> tuple[int, int, int]:
     """(batch, head, token) strides of a (B, H, N, D) tensor whose last dim is contiguous."""
     return x.stride(0), x.stride(1), x.stride(2)
@@ -102,10 +73,8 @@ def launch_forward(
     scale: float,
     text: TextKeys | None,
     element_mask: ElementMask | None,
-    linear: LinearBranch | None = None,
-):
-    """Returns out (B, H, N, D) q.dtype, lse (B, H, N) float32 and, with `linear`, the linear-branch output
-    (B, H, N, D) q.dtype and its per-row denominator (B, H, N) float32 (else two Nones)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32."""
     b, h, n, d = q.shape
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
     kv_indices = kv_indices.to(torch.int32).contiguous()
@@ -113,33 +82,26 @@ def launch_forward(
     n_blocks = triton.cdiv(n, block_size)
     out = torch.empty((b, h, n, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
-    out_lin = torch.empty_like(out) if linear is not None else None
-    den_lin = torch.empty_like(lse) if linear is not None else None
     placeholder = lse  # any tensor: pointers of disabled branches are never dereferenced
     text_k = _last_dim_contiguous(text.k) if text is not None else placeholder.new_empty((1, 1, 1, 1))
     text_v = _last_dim_contiguous(text.v) if text is not None else text_k
     text_mask = text.key_mask if text is not None and text.key_mask is not None else placeholder
     em = element_mask.mask if element_mask is not None else placeholder.new_empty((1, 1, 1, 1))
     full = element_mask.block_full if element_mask is not None else em
-    lin = linear
     grid = (n_blocks, b * h)
     block_sparse_forward_kernel[grid](
         q, k, v, out, lse, kv_indices, kv_counts,
         text_k, text_v, text_mask, em, full,
-        lin.phi_q if lin else placeholder, lin.phi_k if lin else placeholder,
-        lin.state if lin else placeholder, lin.norm if lin else placeholder,
-        out_lin if lin else placeholder, den_lin if lin else placeholder,
         *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
         *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 2),
         *_bhn_strides(text_k), *_bhn_strides(text_v), text_mask.stride(0) if text_mask.dim() == 2 else 0,
         *_broadcast_strides(em, 3), *_broadcast_strides(full, 3),
-        h, n, text.k.shape[2] if text is not None else 0, n_blocks, scale * LOG2E,
-        lin.eps if lin else 0.0,
+        h, n, text.k.shape[2] if text is not None else 0, scale * LOG2E,
         BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), EVEN_N=n % block_size == 0,
         HAS_TEXT=text is not None, HAS_TEXT_MASK=text is not None and text.key_mask is not None,
-        HAS_EMASK=element_mask is not None, HAS_LINEAR=lin is not None,
+        HAS_EMASK=element_mask is not None,
     )
-    return out, lse, out_lin, den_lin
+    return out, lse
 
 
 def transpose_index_table(kv_indices: torch.Tensor, kv_counts: torch.Tensor, num_blocks: int):
@@ -152,10 +114,8 @@ def launch_backward(
     q, k, v, out, lse, grad_out, grad_lse,
     kv_indices, kv_counts, block_size: int, scale: float,
     text: TextKeys | None, element_mask: ElementMask | None,
-    linear: LinearBranch | None = None, linear_grads: LinearGrads | None = None,
 ):
-    """Gradients of the softmax branch (and, with `linear`, the selected-block linear terms written into
-    `linear_grads`). Returns dq, dk, dv, d_text_k, d_text_v (text grads None without text)."""
+    """Returns dq, dk, dv, d_text_k, d_text_v (the text gradients are None without text)."""
     b, h, n, d = q.shape
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
     grad_out = grad_out.contiguous()
@@ -177,20 +137,11 @@ def launch_backward(
     text_len = text.k.shape[2] if text is not None else 0
     em = element_mask.mask if element_mask is not None else placeholder.new_empty((1, 1, 1, 1))
     full = element_mask.block_full if element_mask is not None else em
-    lin, lg = linear, linear_grads
-    if lin is not None:
-        lg.d_phi_q_selected = torch.empty((b, h, n, d), dtype=torch.float32, device=q.device)
-        lg.d_phi_k_selected = torch.empty_like(lg.d_phi_q_selected)
-        lg.d_v_selected = torch.empty_like(lg.d_phi_q_selected)
-    common = dict(BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), HAS_EMASK=element_mask is not None,
-                  HAS_LINEAR=lin is not None)
+    common = dict(BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), HAS_EMASK=element_mask is not None)
 
     block_sparse_dq_kernel[(n_blocks, b * h)](
         q, k, v, grad_out, lse, delta, dq, kv_indices, kv_counts,
         text_k, text_v, text_mask, em, full,
-        lin.phi_q if lin else placeholder, lin.phi_k if lin else placeholder,
-        lg.d_numer if lin else placeholder, lg.d_denom if lin else placeholder,
-        lg.d_phi_q_selected if lin else placeholder,
         *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
         *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 2),
         *_bhn_strides(text_k), *_bhn_strides(text_v), text_mask.stride(0) if text_mask.dim() == 2 else 0,
@@ -203,9 +154,6 @@ def launch_backward(
     q_indices, q_counts = transpose_index_table(kv_indices, kv_counts, n_blocks)
     block_sparse_dkdv_kernel[(n_blocks, b * h)](
         q, k, v, grad_out, lse, delta, dk, dv, q_indices, q_counts, placeholder, em, full,
-        lin.phi_q if lin else placeholder, lin.phi_k if lin else placeholder,
-        lg.d_numer if lin else placeholder, lg.d_denom if lin else placeholder,
-        lg.d_phi_k_selected if lin else placeholder, lg.d_v_selected if lin else placeholder,
         *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
         *_broadcast_strides(q_indices, 3), *_broadcast_strides(q_counts, 3), 0,
         *_broadcast_strides(em, 3), *_broadcast_strides(full, 3),
@@ -221,12 +169,12 @@ def launch_backward(
         all_count = torch.full((1,), n_blocks, dtype=torch.int32, device=q.device)
         block_sparse_dkdv_kernel[(triton.cdiv(text_len, block_size), b * h)](
             q, text_k, text_v, grad_out, lse, delta, d_text_k, d_text_v, all_q_blocks, all_count, text_mask,
-            em, full, placeholder, placeholder, placeholder, placeholder, placeholder, placeholder,
+            em, full,
             *_bhn_strides(q), *_bhn_strides(text_k), *_bhn_strides(text_v),
             0, 0, 0, 0, 0, 0, text_mask.stride(0) if text_mask.dim() == 2 else 0,
             0, 0, 0, 0, 0, 0,
             h, n, text_len, scale * LOG2E, scale,
-            BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), HAS_EMASK=False, HAS_LINEAR=False,
+            BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), HAS_EMASK=False,
             HAS_KEY_MASK=text.key_mask is not None,
         )
     return dq, dk, dv, d_text_k, d_text_v
@@ -239,7 +187,7 @@ class BlockSparseAttentionFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, text_k, text_v, kv_indices, kv_counts, text_key_mask, element_mask, block_size, scale):
         text = TextKeys(text_k, text_v, text_key_mask) if text_k is not None else None
         emask = ElementMask.from_bool(element_mask, block_size) if element_mask is not None else None
-        out, lse, _, _ = launch_forward(q, k, v, kv_indices, kv_counts, block_size, scale, text, emask)
+        out, lse = launch_forward(q, k, v, kv_indices, kv_counts, block_size, scale, text, emask)
         ctx.save_for_backward(q, k, v, text_k, text_v, kv_indices, kv_counts, text_key_mask, out, lse)
         ctx.element_mask = emask
         ctx.block_size, ctx.scale = block_size, scale

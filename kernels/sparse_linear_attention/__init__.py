@@ -1,16 +1,19 @@
 """Sparse-linear attention (SLA): exact attention on the selected key blocks, linear attention on the rest.
 
-`sparse_linear_attention` runs the fused Triton kernels on CUDA bf16/fp16 tensors and the reference in
-`naive.py` elsewhere; `backend` forces either (the tests run the kernels under TRITON_INTERPRET=1).
+`sparse_linear_attention` computes the softmax part with `block_sparse_attention` (the Triton kernels on
+CUDA bf16/fp16, forward and backward) and the linear part over the non-selected blocks through per-block
+states (block_states.py), whose cost does not grow with the density. `backend="reference"` runs the
+explicit N x N reference in `naive.py`; "triton" forces the Triton softmax part (the CPU tests use it
+under TRITON_INTERPRET=1).
 """
 
 from __future__ import annotations
 
-import math
 
 import torch
 
-from ..block_sparse_attention import check_block_sparse_inputs, uses_triton
+from ..block_sparse_attention import block_sparse_attention, check_block_sparse_inputs, index_table_to_block_mask
+from .block_states import linear_attention_outside_blocks
 from .naive import FEATURE_MAPS, feature_map, sparse_linear_attention_reference
 
 
@@ -40,20 +43,22 @@ def sparse_linear_attention(
         raise ValueError(f"feature must be one of {FEATURE_MAPS}, got {feature!r}")
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps!r}")
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    if not uses_triton(q, block_size, backend):
+    if backend == "reference":
         return sparse_linear_attention_reference(
             q, k, v, kv_indices, kv_counts, block_size, feature=feature, text_k=text_k, text_v=text_v,
             text_key_mask=text_key_mask, scale=scale, eps=eps,
         )
-    from .triton_ops import SparseLinearAttentionFunction
-
-    phi_q = feature_map(q, feature).to(q.dtype).contiguous()
-    phi_k = feature_map(k, feature).to(k.dtype).contiguous()
-    key_mask = text_key_mask.to(torch.uint8).contiguous() if text_key_mask is not None else None
-    return SparseLinearAttentionFunction.apply(
-        q, k, v, phi_q, phi_k, text_k, text_v, kv_indices, kv_counts, key_mask, block_size, scale, eps,
+    out_sparse, lse = block_sparse_attention(
+        q, k, v, kv_indices, kv_counts, block_size, text_k=text_k, text_v=text_v, text_key_mask=text_key_mask,
+        scale=scale, backend=backend,
     )
+    # Tensor cores on CUDA (bf16/fp16 products, fp32 accumulation); float32 elsewhere.
+    dtype = q.dtype if q.is_cuda else torch.float32
+    selected = index_table_to_block_mask(kv_indices, kv_counts, kv_indices.shape[-2])
+    out_linear = linear_attention_outside_blocks(
+        feature_map(q, feature).to(dtype), feature_map(k, feature).to(dtype), v.to(dtype), selected, block_size, eps,
+    )
+    return out_sparse, out_linear.to(q.dtype), lse
 
 
 __all__ = ["FEATURE_MAPS", "sparse_linear_attention", "sparse_linear_attention_reference"]

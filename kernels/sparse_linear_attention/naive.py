@@ -1,4 +1,4 @@
-"""Plain-PyTorch reference of sparse-linear attention (SLA, thu-ml/SLA; the paper's fused variant).
+"""Plain-PyTorch reference of sparse-linear attention (SLA, thu-ml/SLA; the paper's variant: linear on the rest).
 
 Key blocks selected for a query block (the index table) get exact softmax attention; every other visual
 key gets linear attention with a feature map phi (softmax over head_dim, or elu + 1) applied to q and k:

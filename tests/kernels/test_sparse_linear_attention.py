@@ -1,4 +1,4 @@
-"""Fused SLA (sparse softmax on selected blocks + linear attention on the rest) against its reference."""
+"""SLA (Triton sparse softmax on selected blocks + block-state linear attention on the rest) against its reference."""
 
 from kernel_cases import use_interpreter_without_cuda
 
