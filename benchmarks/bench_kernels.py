@@ -253,6 +253,16 @@ def environment() -> dict:
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
+def save_results(out_dir: str, rows: list[Row], quick: bool) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "kernels.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    with open(os.path.join(out_dir, "kernels.json"), "w") as f:
+        json.dump({"environment": environment(), "quick": quick, "rows": [asdict(r) for r in rows]}, f, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output folder for kernels.csv / kernels.json")
@@ -268,26 +278,21 @@ def main() -> None:
     shapes = args.shapes or (["wan480"] if args.quick else list(SHAPES))
     densities = (0.10, 1.00) if args.quick else DENSITIES
     rows: list[Row] = []
+    # Results are rewritten after every section so that a run stopped at its time limit keeps what it has.
     for shape_key in shapes:
         rows += attention_rows(shape_key, densities, 128, args.quick, not args.no_flex, device)
+        save_results(args.out, rows, args.quick)
     if not args.quick and "wan480" in shapes:
         rows += [r for r in attention_rows("wan480", (0.10, 0.20), 64, args.quick, not args.no_flex, device)
                  if r.kernel != "cudnn_sdpa_dense"]
-    if "backward" not in args.skip:
-        rows += backward_rows((0.10, 1.00) if args.quick else (0.10, 0.20, 1.00), 128, args.quick, device)
-    if "planner" not in args.skip:
-        rows += planner_rows(args.quick, device)
-    if "sla" not in args.skip:
-        rows += sla_rows(args.quick, device)
-
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "kernels.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
-    with open(os.path.join(args.out, "kernels.json"), "w") as f:
-        json.dump({"environment": environment(), "quick": args.quick, "rows": [asdict(r) for r in rows]}, f,
-                  indent=1)
+    sections = {"backward": lambda: backward_rows((0.10, 1.00) if args.quick else (0.10, 0.20, 1.00), 128,
+                                                  args.quick, device),
+                "planner": lambda: planner_rows(args.quick, device),
+                "sla": lambda: sla_rows(args.quick, device)}
+    for name, section in sections.items():
+        if name not in args.skip:
+            rows += section()
+            save_results(args.out, rows, args.quick)
     print(json.dumps(environment()))
     print("| bench | shape | block | density | kernel | ms | TFLOP/s kept | x cuDNN rate | speedup vs cuDNN | note |")
     for r in rows:
