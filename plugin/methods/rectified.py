@@ -54,6 +54,9 @@ from .blocking import Reorder, block_ids, mean_pool_blocks, reorder_tokens, rest
 from .registry import register_method
 from .sparse import SparseAttention, SparseConfig
 
+# Query tokens per chunk of the token estimate.
+TOKEN_CHUNK = 4096
+
 Rectify = Literal["pooled", "history"]
 PooledEstimate = Literal["token", "block"]
 
@@ -101,13 +104,19 @@ def token_rectification(inputs: VisualAttentionInputs, pattern: BlockPattern, ou
     token_block = block_ids(n, block_size, q.device)
     k_bar, v_bar = mean_pool_blocks(k, block_size), mean_pool_blocks(v, block_size)
     log_sizes = block_sizes(n, block_size, q.device).float().log()
-    dropped_logits = q.float() @ k_bar.transpose(-1, -2) * inputs.scale + log_sizes  # (B, H, N, nK)
-    kept = pattern.block_mask[:, :, token_block].expand_as(dropped_logits)
-    dropped_logits = dropped_logits.masked_fill(kept, float("-inf"))
-    dropped_log_mass = restore_token_order(dropped_logits.logsumexp(-1), order)
-    # A row with every block kept has no dropped mass: its weights are all zero, not NaN.
-    dropped_weights = (dropped_logits - dropped_logits.logsumexp(-1, keepdim=True)).exp().nan_to_num(0.0)
-    dropped_out = restore_token_order(dropped_weights @ v_bar, order)
+    dropped_log_mass = q.new_empty(q.shape[:3], dtype=torch.float32)
+    dropped_out = q.new_empty(q.shape, dtype=torch.float32)
+    # Query chunks bound the (B, H, chunk, nK) temporaries: one token against every pooled key block.
+    for start in range(0, n, TOKEN_CHUNK):
+        rows = slice(start, start + TOKEN_CHUNK)
+        logits = q[:, :, rows].float() @ k_bar.transpose(-1, -2) * inputs.scale + log_sizes
+        logits.masked_fill_(pattern.block_mask[:, :, token_block[rows]].expand_as(logits), float("-inf"))
+        log_mass = logits.logsumexp(-1)
+        dropped_log_mass[:, :, rows] = log_mass
+        # A row with every block kept has no dropped mass: its weights are all zero, not NaN.
+        dropped_out[:, :, rows] = (logits - log_mass[..., None]).exp().nan_to_num(0.0) @ v_bar
+    dropped_log_mass = restore_token_order(dropped_log_mass, order)
+    dropped_out = restore_token_order(dropped_out, order)
     log_total = torch.logaddexp(lse_sparse, dropped_log_mass)
     kept_share = (lse_sparse - log_total).exp()
     dropped_share = (dropped_log_mass - log_total).exp()

@@ -9,6 +9,7 @@ import torch
 from method_cases import make_call, random_inputs
 from swiftdit.methods import build_method
 from swiftdit.methods.blocking import grid_coords, hilbert_order, patch_order, reorder_tokens, restore_token_order
+from swiftdit.methods import clear
 from swiftdit.methods.clear import local_window_mask
 from swiftdit.methods.draft import quantile_keep
 from swiftdit.methods.radial import radial_block_mask
@@ -174,6 +175,16 @@ def test_clear_video_window_spans_temporal_radius():
     assert not window[0].any() and not window[4].any()
     for frame in (1, 2, 3):
         assert int(window[frame].sum()) == 9 and window[frame, 2, 3]
+
+
+def test_clear_window_does_not_depend_on_query_chunking(monkeypatch):
+    grid = (2, 7, 9)
+    whole = local_window_mask(grid, 3, 1, None)
+    monkeypatch.setattr(clear, "QUERY_CHUNK", 10)
+    assert torch.equal(local_window_mask(grid, 3, 1, None), whole)
+    coords = grid_coords(grid)
+    offset = coords[:, None] - coords[None, :]
+    assert torch.equal(whole, (offset[..., 0].abs() <= 1) & (offset[..., 1] ** 2 + offset[..., 2] ** 2 < 9))
 
 
 def test_clear_pattern_prunes_blocks_and_masks_boundaries_in_token_order():

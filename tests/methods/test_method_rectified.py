@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from method_cases import dense_attention, make_call, random_inputs, relative_error, structured_inputs
-from swiftdit.methods import VisualAttentionInputs, build_method
+from swiftdit.methods import VisualAttentionInputs, build_method, rectified
 
 GRID = (4, 16, 16)
 SELECTION = dict(block_size=64, mass=0.0, neighbours=False, first_frame_sink=False)
@@ -111,3 +111,13 @@ def test_history_ratio_drift_grows_per_sparse_step():
         kept_share = plain_pattern.extras["kept_share"]
         expected_ratio_gap = (kept_share + 0.04 * sparse_steps).clamp(max=1.0) - kept_share
         torch.testing.assert_close(gap, expected_ratio_gap[..., None] * out_sparse, rtol=1e-4, atol=1e-5)
+
+
+def test_token_estimate_does_not_depend_on_query_chunking(monkeypatch):
+    inputs = structured_inputs(GRID)
+    call = make_call(GRID)
+    method = build_method("rectified", dict(SELECTION, density=0.1))
+    pattern = method.plan(inputs.q, inputs.k, call)
+    whole = method.attend(inputs, pattern, call)
+    monkeypatch.setattr(rectified, "TOKEN_CHUNK", 100)  # chunks that cut through blocks
+    torch.testing.assert_close(method.attend(inputs, pattern, call), whole, rtol=0, atol=0)
