@@ -1,4 +1,4 @@
-"""Helpers shared by the block-sparse methods: token orders, block pooling, block selection, structural blocks.
+"""Helpers shared by the block-sparse methods: token orders, block pooling, structural blocks.
 
 Token orders are permutations of the visual tokens in raster (t, h, w) order; `order[i]` is the raster index
 of reordered token i, which is what `BlockPattern.token_order` holds. Orders depend only on the grid, so

@@ -32,7 +32,6 @@ from .blocking import mean_pool_segments, patch_cells, patch_order
 from .registry import register_method
 
 
-
 @dataclass(frozen=True)
 class DraftConfig(MethodConfig):
     """Options of `draft`.

@@ -20,6 +20,7 @@ Differences from the released code, where its users found faults or it hard-code
 - the block mask is computed in closed form per frame pair (the column densities of a band are interval
   overlaps), never materialising a token mask, so building it for 100k+ tokens takes milliseconds.
 The mask depends only on the layout, so it is planned once per layout and shared by all layers and heads.
+It is a video method: a single frame (an image model) is one dense frame pair, so the mask keeps everything.
 """
 
 from __future__ import annotations
