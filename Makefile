@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Renders one video with the embedded model, dense and with the default efficient method, into demo_output/
+# and prints the speedup and PSNR/SSIM; e.g. `make demo DEMO_ARGS="--method sparse --steps 8"`.
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/python -m swiftdit.demo
+	$(BIN)/python -m swiftdit.demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
