@@ -1,0 +1,232 @@
+"""Rolling generation benchmark (issue 6): long streams of the embedded model, and Wan2.1-1.3B throughput.
+
+Embedded model (assets/embedded_model), `--frames` frames per stream (default 512, 32x its training length):
+- time per frame and peak memory per chunk, and their largest deviation from the mean past frame 64;
+- adherence on the last 16 frames (pipelines/adherence.py: colour and direction), one stream per prompt;
+- drift over time against a no-sink sliding window of the same span: background colour error and object
+  pixel count per 16-frame segment;
+- prompt switching: is the new colour/direction detected within 2 chunks of the switch.
+Wan2.1-T2V-1.3B architecture at random weights (speed does not depend on the weights): 480x832, 3-frame
+chunks, 4 steps, 3 sink + 6 window latent frames (a 12-frame span with the chunk), bf16, frames counted after
+decoding with AutoencoderKLWan at Wan2.1's config, over `--wan-latent-frames` latent frames (default 240).
+
+    python benchmarks/bench_rolling.py --out bench_out            # the full set (needs a GPU)
+    python benchmarks/bench_rolling.py --out bench_out --quick    # a few prompts, short streams, a 2-layer Wan
+Results go to <out>/rolling.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+from swiftdit.pipelines import load_pipeline, stream_video
+from swiftdit.pipelines.adherence import detect, judge
+from swiftdit.pipelines.moving_shapes import BACKGROUNDS, SIZES, held_out_prompts, parse_caption
+
+SEGMENT_FRAMES = 16  # the adherence detector judges clips of the embedded model's training length
+FLAT_FROM_FRAME = 64  # flatness is measured past the warm-up, as the issue asks
+
+# Wan2.1-T2V-1.3B (B0 of the reference notes), and the streaming setup of LongLive's configs.
+WAN_13B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
+               text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
+               qk_norm="rms_norm_across_heads", rope_max_seq_len=1024)
+WAN_TEXT_TOKENS = 512
+WAN_STREAM = dict(chunk_frames=3, sink_frames=3, window_frames=6, num_inference_steps=4, guidance_scale=1.0)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_stream(frames, device: torch.device, period: int) -> dict:
+    """Consume a frame generator; per `period` frames (one chunk's worth): seconds per frame and peak memory.
+
+    A chunk's frames arrive together, so per-frame time is read over windows of one chunk period, which in
+    steady state hold exactly one chunk's arrival wherever they start.
+    """
+    collected, arrivals, peaks = [], [], []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    for frame in frames:
+        synchronize(device)
+        collected.append(frame)
+        arrivals.append(time.perf_counter() - started)
+        peaks.append(torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+    arrivals, peaks = np.array(arrivals), np.array(peaks, dtype=float)
+    windows = range(0, len(arrivals) - period, period)
+    return {
+        "frames": np.stack(collected),
+        "total_seconds": float(arrivals[-1]),
+        "window_start_frames": np.array(list(windows)),
+        "seconds_per_frame": np.array([(arrivals[w + period] - arrivals[w]) / period for w in windows]),
+        "peak_bytes": np.array([peaks[w:w + period].max() for w in windows]),
+    }
+
+
+def steady(measured: dict, key: str, start_frame: int) -> np.ndarray:
+    """The windows of `key` that start at or after `start_frame` (past the warm-up)."""
+    return measured[key][measured["window_start_frames"] >= start_frame]
+
+
+def flatness(measured: dict, key: str, start_frame: int) -> float | None:
+    """Largest relative deviation from the mean of the windows past `start_frame` (0.05: within +-5%)."""
+    tail = steady(measured, key, start_frame)
+    if len(tail) == 0 or not tail.mean():
+        return None
+    return float(np.abs(tail / tail.mean() - 1).max())
+
+
+def segment_drift(frames: np.ndarray, prompt: str) -> list[dict]:
+    """Per 16-frame segment: background colour error (RGB distance in [0, 1] units) and object pixel count."""
+    expected = parse_caption(prompt)
+    background_rgb = np.array(BACKGROUNDS[expected.background]) / 255
+    segments = []
+    for start in range(0, len(frames) - SEGMENT_FRAMES + 1, SEGMENT_FRAMES):
+        clip = frames[start:start + SEGMENT_FRAMES].astype(np.float32) / 255
+        median = np.median(clip.reshape(-1, 3), axis=0)
+        object_pixels = (np.linalg.norm(clip - median, axis=-1) > 0.25).sum(axis=(1, 2)).mean()
+        segments.append({"start_frame": start, "background_error": float(np.linalg.norm(median - background_rgb)),
+                         "object_pixels": float(object_pixels)})
+    return segments
+
+
+def bench_embedded(args, device: torch.device) -> dict:
+    pipe = load_pipeline(device=device)
+    chunk = pipe.config.chunk_latent_frames
+    video_chunk = chunk * pipe.transformer.config.patch_size[0]
+    prompts = held_out_prompts()[: args.prompts]
+    # A span of the training clip: one sink chunk, and a window filling the rest beside the chunk in flight.
+    training_latent_frames = SEGMENT_FRAMES // pipe.transformer.config.patch_size[0]
+    sink, window = chunk, training_latent_frames - 2 * chunk
+    common = dict(num_frames=args.frames, chunk_frames=chunk, num_inference_steps=args.embedded_steps,
+                  guidance_scale=args.guidance_scale)
+    result = {"config": dict(common, sink_frames=sink, window_frames=window, schedules=args.schedules),
+              "streams": []}
+    for schedule in args.schedules:
+        for index, prompt in enumerate(prompts):
+            row = {"schedule": schedule, "prompt": prompt}
+            for name, sink_frames, window_frames in (("sink", sink, window), ("no_sink", 0, sink + window)):
+                generator = torch.Generator(device).manual_seed(index)
+                measured = timed_stream(stream_video(pipe, prompt, sink_frames=sink_frames, window_frames=window_frames,
+                                                     schedule=schedule, generator=generator, **common),
+                                        device, video_chunk)
+                frames = measured["frames"]
+                last = judge(frames[-SEGMENT_FRAMES:], prompt)
+                row[name] = {
+                    "last_16": {"color": last.color, "direction": last.direction, "shape": last.shape},
+                    "time_flatness": flatness(measured, "seconds_per_frame", FLAT_FROM_FRAME),
+                    "memory_flatness": flatness(measured, "peak_bytes", FLAT_FROM_FRAME),
+                    "steady_ms_per_frame": float(steady(measured, "seconds_per_frame", FLAT_FROM_FRAME).mean() * 1e3),
+                    "drift": segment_drift(frames, prompt),
+                }
+            row["switch"] = bench_switch(pipe, prompt, prompts[(index + 1) % len(prompts)], schedule, video_chunk,
+                                         common, sink, window, device, index)
+            result["streams"].append(row)
+            print(json.dumps({k: row[k] for k in ("schedule", "prompt")} | {
+                n: row[n]["last_16"] for n in ("sink", "no_sink")} | {"switch": row["switch"]}), flush=True)
+    result["summary"] = summarize(result["streams"])
+    return result
+
+
+def bench_switch(pipe, prompt, new_prompt, schedule, video_chunk, common, sink, window, device, seed) -> dict:
+    """Switch half way (on a chunk boundary); judge the two chunks after the switch against the new prompt."""
+    switch_frame = (common["num_frames"] // 2) // video_chunk * video_chunk
+    frames = np.stack(list(stream_video(pipe, [(0, prompt), (switch_frame, new_prompt)], sink_frames=sink,
+                                        window_frames=window, schedule=schedule,
+                                        generator=torch.Generator(device).manual_seed(seed), **common)))
+    after = judge(frames[switch_frame:switch_frame + 2 * video_chunk], new_prompt)
+    return {"new_prompt": new_prompt, "color": after.color, "direction": after.direction,
+            "detected_background": detect(frames[switch_frame:switch_frame + 2 * video_chunk]).background}
+
+
+def summarize(streams: list[dict]) -> dict:
+    summary = {}
+    for schedule in sorted({row["schedule"] for row in streams}):
+        rows = [row for row in streams if row["schedule"] == schedule]
+        entry = {}
+        for name in ("sink", "no_sink"):
+            both = [r[name]["last_16"]["color"] and r[name]["last_16"]["direction"] for r in rows]
+            entry[name] = {
+                "last_16_color_and_direction": sum(both) / len(rows),
+                "worst_time_flatness": max((r[name]["time_flatness"] or 0) for r in rows),
+                "worst_memory_flatness": max((r[name]["memory_flatness"] or 0) for r in rows),
+                "final_background_error": float(np.mean([r[name]["drift"][-1]["background_error"] for r in rows])),
+                "final_object_pixels": float(np.mean([r[name]["drift"][-1]["object_pixels"] for r in rows])),
+            }
+        entry["switch_color_and_direction_within_2_chunks"] = sum(
+            r["switch"]["color"] and r["switch"]["direction"] for r in rows) / len(rows)
+        summary[schedule] = entry
+    # What an object of each caption size covers, for reading the drift's object_pixels (squares: side^2).
+    summary["reference_object_extent_px"] = dict(SIZES)
+    return summary
+
+
+def bench_wan(args, device: torch.device) -> dict:
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    architecture = dict(WAN_13B, num_layers=2) if args.quick else WAN_13B
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(**architecture).to(device, dtype).eval()
+    vae = AutoencoderKLWan().to(device, dtype).eval()
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0))
+    embeddings = torch.randn(1, WAN_TEXT_TOKENS, WAN_13B["text_dim"], device=device, dtype=dtype)
+    num_frames = 1 + vae.config.scale_factor_temporal * (args.wan_latent_frames - 1)
+    stream = stream_video(pipe, embeddings, num_frames, height=args.wan_height, width=args.wan_width,
+                          generator=torch.Generator(device).manual_seed(0), **WAN_STREAM)
+    measured = timed_stream(stream, device, vae.config.scale_factor_temporal * WAN_STREAM["chunk_frames"])
+    flat_from = min(FLAT_FROM_FRAME, num_frames // 2)
+    return {
+        "architecture": {k: v for k, v in architecture.items() if k != "patch_size"}, "stream": WAN_STREAM,
+        "height": args.wan_height, "width": args.wan_width, "latent_frames": args.wan_latent_frames,
+        "video_frames": int(len(measured["frames"])), "dtype": str(dtype),
+        "fps_end_to_end": len(measured["frames"]) / measured["total_seconds"],
+        "fps_past_warmup": float(1 / steady(measured, "seconds_per_frame", flat_from).mean()),
+        "time_flatness": flatness(measured, "seconds_per_frame", flat_from),
+        "memory_flatness": flatness(measured, "peak_bytes", flat_from),
+        "peak_gib": float(measured["peak_bytes"].max() / 2**30),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--parts", nargs="+", default=["embedded", "wan"], choices=["embedded", "wan"])
+    parser.add_argument("--frames", type=int, default=512)
+    parser.add_argument("--prompts", type=int, default=24)
+    parser.add_argument("--schedules", nargs="+", default=["chunked", "rolling"], choices=["chunked", "rolling"])
+    parser.add_argument("--embedded-steps", type=int, default=8)
+    parser.add_argument("--guidance-scale", type=float, default=4.0)
+    parser.add_argument("--wan-latent-frames", type=int, default=240)
+    parser.add_argument("--wan-height", type=int, default=480)
+    parser.add_argument("--wan-width", type=int, default=832)
+    args = parser.parse_args()
+    if args.quick:
+        args.frames, args.prompts, args.wan_latent_frames = 96, 2, 12
+        args.wan_height, args.wan_width = 128, 128
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    os.makedirs(args.out, exist_ok=True)
+    results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "quick": args.quick}
+    if "embedded" in args.parts:
+        results["embedded"] = bench_embedded(args, device)
+        print(json.dumps(results["embedded"]["summary"], indent=1), flush=True)
+    if "wan" in args.parts:
+        results["wan"] = bench_wan(args, device)
+        print(json.dumps(results["wan"], indent=1), flush=True)
+    with open(os.path.join(args.out, "rolling.json"), "w") as file:
+        json.dump(results, file, indent=1)
+
+
+if __name__ == "__main__":
+    main()
