@@ -100,11 +100,11 @@ class TextToVideoModel(nn.Module):
 class ClipStream:
     """Endless, seeded stream of training batches; its generator states are part of the checkpoint."""
 
-    def __init__(self, config: TrainingConfig, device: torch.device):
+    def __init__(self, config: TrainingConfig, device: torch.device, seed: int):
         self.config = config
         self.device = device
-        self.clip_generator = torch.Generator().manual_seed(config.seed)
-        self.device_generator = torch.Generator(device).manual_seed(config.seed + 1)
+        self.clip_generator = torch.Generator().manual_seed(seed)
+        self.device_generator = torch.Generator(device).manual_seed(seed + 1)
 
     def next_batch(self) -> tuple[torch.Tensor, list[str]]:
         """(B, 3, F, H, W) clips in [-1, 1] and their captions (some emptied for guidance training)."""
@@ -209,26 +209,41 @@ def export_pipeline(model: TextToVideoModel, ema: EMAModel, tokenizer, config: T
     return pipe
 
 
+def warm_start(model: TextToVideoModel, progress: TrainingProgress, pipeline_dir: Path) -> None:
+    """Continue from an exported pipeline (its EMA weights and training log) when the full checkpoint could not
+    travel: the device machine hands back 64 MiB per run, less than weights, EMA and optimizer state together.
+    The optimizer and learning-rate warm-up start afresh; the step count and loss curve carry on."""
+    exported = MovingShapesPipeline.from_pretrained(pipeline_dir, local_files_only=True)
+    model.text_encoder.load_state_dict(exported.text_encoder.state_dict())
+    model.transformer.load_state_dict(exported.transformer.state_dict())
+    log = json.loads((pipeline_dir / TRAINING_LOG_FILE).read_text())
+    progress.load_state_dict({field.name: log[field.name] for field in dataclasses.fields(progress)})
+
+
 def train(config: TrainingConfig, output_dir: Path, *, max_steps: int, time_limit_s: float = math.inf,
-          export_dir: Path | None = None) -> TrainingProgress:
+          export_dir: Path | None = None, init_from: Path | None = None) -> TrainingProgress:
     """Train until `max_steps` in total or `time_limit_s` in this call, resuming from `output_dir` if it holds a
-    checkpoint; then checkpoint, write the training log and export the pipeline (default: output_dir/pipeline)."""
+    checkpoint (else warm-starting from the pipeline in `init_from`, if given); then checkpoint, write the
+    training log and export the pipeline with its log (default: output_dir/pipeline)."""
     check_int("train", "max_steps", max_steps, minimum=1)
     output_dir = Path(output_dir)
     accelerator = Accelerator(mixed_precision=config.mixed_precision if torch.cuda.is_available() else "no")
     torch.manual_seed(config.seed)
     tokenizer, model = build_model(config)
+    progress = TrainingProgress()
+    checkpoint_dir = output_dir / CHECKPOINT_FOLDER
+    if init_from is not None and not checkpoint_dir.is_dir():
+        warm_start(model, progress, Path(init_from))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.99),
                                   weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (config.warmup_steps + 1)))
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
     ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=config.ema_decay)
     ema.to(accelerator.device)
-    stream = ClipStream(config, accelerator.device)
-    progress = TrainingProgress()
+    # A warm start continues at a later step; seeding by it keeps its batches apart from the first run's.
+    stream = ClipStream(config, accelerator.device, seed=config.seed + progress.step)
     for stateful in (ema, stream, progress):
         accelerator.register_for_checkpointing(stateful)
-    checkpoint_dir = output_dir / CHECKPOINT_FOLDER
     if checkpoint_dir.is_dir():
         accelerator.load_state(str(checkpoint_dir))
         accelerator.print(f"resumed at step {progress.step} after {progress.train_seconds:.0f} s of training")
@@ -261,11 +276,11 @@ def train(config: TrainingConfig, output_dir: Path, *, max_steps: int, time_limi
                 accelerator.save_state(str(checkpoint_dir))
 
     accelerator.save_state(str(checkpoint_dir))
-    log = {"config": dataclasses.asdict(config), "steps": progress.step, "train_seconds": progress.train_seconds,
-           "loss_curve": progress.loss_curve,
+    log = {"config": dataclasses.asdict(config), **progress.state_dict(), "warm_started_from": init_from is not None,
            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
-    (output_dir / TRAINING_LOG_FILE).write_text(json.dumps(log, indent=1))
-    export_pipeline(unwrapped, ema, tokenizer, config, export_dir or output_dir / "pipeline")
+    export_dir = Path(export_dir or output_dir / "pipeline")
+    export_pipeline(unwrapped, ema, tokenizer, config, export_dir)
+    (export_dir / TRAINING_LOG_FILE).write_text(json.dumps(log, indent=1))
     return progress
 
 
@@ -273,6 +288,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", type=Path, required=True, help="checkpoint, log and exported pipeline")
     parser.add_argument("--export-dir", type=Path, default=None, help="where the pipeline goes (default: OUTPUT/pipeline)")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="exported pipeline to warm-start from when OUTPUT holds no checkpoint")
     parser.add_argument("--max-steps", type=int, default=1_000_000)
     parser.add_argument("--time-limit-s", type=float, default=math.inf, help="stop after this long in this run")
     parser.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
@@ -280,7 +297,7 @@ def main() -> None:
     args = parser.parse_args()
     config = TrainingConfig(batch_size=args.batch_size, seed=args.seed)
     train(config, args.output_dir, max_steps=args.max_steps, time_limit_s=args.time_limit_s,
-          export_dir=args.export_dir)
+          export_dir=args.export_dir, init_from=args.init_from)
 
 
 if __name__ == "__main__":
