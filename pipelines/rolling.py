@@ -157,7 +157,7 @@ class WanVaeFrames:
     @torch.no_grad()
     def decode(self, samples: torch.Tensor) -> np.ndarray:
         vae = self.vae
-        samples = samples.to(vae.dtype) * self.latents_std.to(samples) + self.latents_mean.to(samples)
+        samples = samples * self.latents_std.to(samples) + self.latents_mean.to(samples)
         features = vae.post_quant_conv(samples.to(vae.dtype))
         decoded = []
         for index in range(features.shape[2]):
@@ -278,7 +278,6 @@ class VideoStream:
         session = attention_session(self.pipe)
         if session is not None:  # a stream is one generation for the efficient-attention session
             session.begin_pipeline_call()
-        decoder_frames_per_chunk = self.decoder.video_frames
         upcoming = list(self.prompts)
         in_flight: list[ChunkInFlight] = []
         entered = 0
@@ -286,15 +285,15 @@ class VideoStream:
         with kv_cached_self_attention(self.transformer, self.cache):
             while entered < self.num_chunks or in_flight:
                 while self._may_enter(entered, in_flight):
-                    first_frame = decoder_frames_per_chunk(entered * self.chunk_samples)
-                    if upcoming and upcoming[0][0] <= first_frame:
-                        # A switch takes effect at the first chunk that starts at or after its frame.
-                        _, prompt = upcoming.pop(0)
-                        while upcoming and upcoming[0][0] <= first_frame:
-                            _, prompt = upcoming.pop(0)
+                    # A switch takes effect at the first chunk that starts at or after its frame.
+                    first_frame = self.decoder.video_frames(entered * self.chunk_samples)
+                    switched_to = None
+                    while upcoming and upcoming[0][0] <= first_frame:
+                        _, switched_to = upcoming.pop(0)
+                    if switched_to is not None:
                         if embeddings is not None:
                             self.cache.mark_all_pending()  # re-cache under the new prompt
-                        embeddings = self._embeddings(prompt)
+                        embeddings = self._embeddings(switched_to)
                     in_flight.append(ChunkInFlight(self._noise()))
                     entered += 1
                 self._denoise_step(in_flight, embeddings)
