@@ -77,9 +77,18 @@ def blocks_touched(element_mask: torch.Tensor, block_size: int) -> torch.Tensor:
     """(N, N) element mask -> (nQ, nK) bool: block pairs holding at least one allowed pair."""
     n = element_mask.shape[-1]
     n_blocks = num_blocks(n, block_size)
-    pad = n_blocks * block_size - n
-    padded = torch.nn.functional.pad(element_mask, (0, pad, 0, pad))
-    return padded.view(n_blocks, block_size, n_blocks, block_size).any(dim=3).any(dim=1)
+    touched = torch.empty(n_blocks, n_blocks, dtype=torch.bool, device=element_mask.device)
+    # Whole query blocks per chunk, so that only one chunk is ever padded to the block grid.
+    rows_per_chunk = max(block_size, QUERY_CHUNK // block_size * block_size)
+    for start in range(0, n, rows_per_chunk):
+        chunk = element_mask[start:start + rows_per_chunk]
+        chunk_blocks = num_blocks(chunk.shape[0], block_size)
+        padded = torch.nn.functional.pad(chunk, (0, n_blocks * block_size - n,
+                                                 0, chunk_blocks * block_size - chunk.shape[0]))
+        first_block = start // block_size
+        touched[first_block:first_block + chunk_blocks] = (
+            padded.view(chunk_blocks, block_size, n_blocks, block_size).any(dim=3).any(dim=1))
+    return touched
 
 
 @register_method

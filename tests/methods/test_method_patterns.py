@@ -180,8 +180,10 @@ def test_clear_video_window_spans_temporal_radius():
 def test_clear_window_does_not_depend_on_query_chunking(monkeypatch):
     grid = (2, 7, 9)
     whole = local_window_mask(grid, 3, 1, None)
+    pattern = plan("clear", dict(radius=3, reorder="none"), grid)
     monkeypatch.setattr(clear, "QUERY_CHUNK", 10)
     assert torch.equal(local_window_mask(grid, 3, 1, None), whole)
+    assert torch.equal(plan("clear", dict(radius=3, reorder="none"), grid).block_mask, pattern.block_mask)
     coords = grid_coords(grid)
     offset = coords[:, None] - coords[None, :]
     assert torch.equal(whole, (offset[..., 0].abs() <= 1) & (offset[..., 1] ** 2 + offset[..., 2] ** 2 < 9))
