@@ -89,6 +89,43 @@ def _element_mask_scores(s, ElemMask, BlockFullRow, k_block, offs_m, offs_n, seq
     return s
 
 
+@triton.jit
+def _visual_tile(q, k_base, v_base, s_kn, s_vn, em_base, full_row, s_emq, k_block, offs_m, offs_n, offs_d, seq_len,
+                 qk_scale_log2, HEAD_DIM: tl.constexpr, EVEN_N: tl.constexpr, EVEN_D: tl.constexpr,
+                 HAS_EMASK: tl.constexpr):
+    """Scores (log2 units) of the query tile against visual keys `offs_n`, with the keys and values."""
+    k = _load_key_rows(k_base, offs_n, s_kn, offs_d, seq_len, HEAD_DIM, EVEN_N, EVEN_D)
+    v = _load_key_rows(v_base, offs_n, s_vn, offs_d, seq_len, HEAD_DIM, EVEN_N, EVEN_D)
+    s = tl.dot(q, tl.trans(k)) * qk_scale_log2
+    if not EVEN_N:
+        # An additive -inf on keys past the end fuses with the scale into one FMA.
+        s += tl.where(offs_n < seq_len, 0.0, float("-inf"))[None, :]
+    if HAS_EMASK:
+        s = _element_mask_scores(s, em_base, full_row, k_block, offs_m, offs_n, seq_len, s_emq)
+    return s, k, v
+
+
+@triton.jit
+def _text_tile(q, tk_base, tv_base, s_tkn, s_tvn, text_mask_row, offs_t, offs_d, d_ok, text_len, qk_scale_log2,
+               HAS_TEXT_MASK: tl.constexpr):
+    """Scores of the query tile against text keys `offs_t` (-inf past the end and on padding)."""
+    t_ok = offs_t < text_len
+    if HAS_TEXT_MASK:
+        t_ok = t_ok & (tl.load(text_mask_row + offs_t, mask=offs_t < text_len, other=0) != 0)
+    k = tl.load(tk_base + offs_t[:, None] * s_tkn + offs_d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
+    v = tl.load(tv_base + offs_t[:, None] * s_tvn + offs_d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
+    s = tl.dot(q, tl.trans(k)) * qk_scale_log2
+    return tl.where(t_ok[None, :], s, float("-inf")), k, v
+
+
+@triton.jit
+def _dq_step(s, k, v, do, lse, delta, dq):
+    """dQ += dS K for one key tile, dS = P * (dO V^T - delta) with P recomputed from the saved LSE."""
+    p = tl.math.exp2(s - lse[:, None])
+    ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
+    return dq + tl.dot(ds.to(k.dtype), k)
+
+
 @triton.autotune(
     configs=_configs((64, 128), ((8, 2), (8, 3), (4, 2))),
     key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "HAS_EMASK"],
@@ -133,30 +170,17 @@ def block_sparse_forward_kernel(
         k_block = tl.load(idx_row + slot)
         for sub in tl.static_range(BLOCK // SUB):
             offs_n = k_block * BLOCK + sub * SUB + tl.arange(0, SUB)
-            k = _load_key_rows(k_base, offs_n, s_kn, offs_d, seq_len, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM)
-            v = _load_key_rows(v_base, offs_n, s_vn, offs_d, seq_len, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM)
-            s = tl.dot(q, tl.trans(k)) * qk_scale_log2
-            if not EVEN_N:
-                # An additive -inf on keys past the end fuses with the scale into one FMA.
-                s += tl.where(offs_n < seq_len, 0.0, float("-inf"))[None, :]
-            if HAS_EMASK:
-                s = _element_mask_scores(s, em_base, full_row, k_block, offs_m, offs_n, seq_len, s_emq)
+            s, k, v = _visual_tile(q, k_base, v_base, s_kn, s_vn, em_base, full_row, s_emq, k_block, offs_m,
+                                   offs_n, offs_d, seq_len, qk_scale_log2, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM,
+                                   HAS_EMASK)
             m_i, l_i, acc = _online_softmax_step(s, m_i, l_i, acc, v)
 
     if HAS_TEXT:
         tk_base = TextK + b * s_tkb + h * s_tkh
         tv_base = TextV + b * s_tvb + h * s_tvh
         for start in range(0, text_len, SUB):
-            offs_t = start + tl.arange(0, SUB)
-            t_ok = offs_t < text_len
-            if HAS_TEXT_MASK:
-                t_ok = t_ok & (tl.load(TextMask + b * s_tmb + offs_t, mask=offs_t < text_len, other=0) != 0)
-            k = tl.load(tk_base + offs_t[:, None] * s_tkn + offs_d[None, :], mask=t_ok[:, None] & d_ok[None, :],
-                        other=0.0)
-            v = tl.load(tv_base + offs_t[:, None] * s_tvn + offs_d[None, :], mask=t_ok[:, None] & d_ok[None, :],
-                        other=0.0)
-            s = tl.dot(q, tl.trans(k)) * qk_scale_log2
-            s = tl.where(t_ok[None, :], s, float("-inf"))
+            s, k, v = _text_tile(q, tk_base, tv_base, s_tkn, s_tvn, TextMask + b * s_tmb, start + tl.arange(0, SUB),
+                                 offs_d, d_ok, text_len, qk_scale_log2, HAS_TEXT_MASK)
             m_i, l_i, acc = _online_softmax_step(s, m_i, l_i, acc, v)
 
     empty = l_i == 0.0
@@ -165,7 +189,6 @@ def block_sparse_forward_kernel(
     o_ptrs = Out + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :]
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     tl.store(Lse + bhn + offs_m, lse, mask=row_ok)
-
 
 
 @triton.autotune(
@@ -216,37 +239,18 @@ def block_sparse_dq_kernel(
         k_block = tl.load(idx_row + slot)
         for sub in tl.static_range(BLOCK // SUB):
             offs_n = k_block * BLOCK + sub * SUB + tl.arange(0, SUB)
-            k = _load_key_rows(k_base, offs_n, s_kn, offs_d, seq_len, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM)
-            v = _load_key_rows(v_base, offs_n, s_vn, offs_d, seq_len, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM)
-            s = tl.dot(q, tl.trans(k)) * qk_scale_log2
-            if not EVEN_N:
-                # An additive -inf on keys past the end fuses with the scale into one FMA.
-                s += tl.where(offs_n < seq_len, 0.0, float("-inf"))[None, :]
-            if HAS_EMASK:
-                s = _element_mask_scores(s, em_base, full_row, k_block, offs_m, offs_n, seq_len, s_emq)
-            p = tl.math.exp2(s - lse[:, None])
-            dp = tl.dot(do, tl.trans(v))
-            ds = p * (dp - delta[:, None])
-            dq += tl.dot(ds.to(k.dtype), k)
+            s, k, v = _visual_tile(q, k_base, v_base, s_kn, s_vn, em_base, full_row, s_emq, k_block, offs_m,
+                                   offs_n, offs_d, seq_len, qk_scale_log2, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM,
+                                   HAS_EMASK)
+            dq = _dq_step(s, k, v, do, lse, delta, dq)
 
     if HAS_TEXT:
         tk_base = TextK + b * s_tkb + h * s_tkh
         tv_base = TextV + b * s_tvb + h * s_tvh
         for start in range(0, text_len, SUB):
-            offs_t = start + tl.arange(0, SUB)
-            t_ok = offs_t < text_len
-            if HAS_TEXT_MASK:
-                t_ok = t_ok & (tl.load(TextMask + b * s_tmb + offs_t, mask=offs_t < text_len, other=0) != 0)
-            k = tl.load(tk_base + offs_t[:, None] * s_tkn + offs_d[None, :], mask=t_ok[:, None] & d_ok[None, :],
-                        other=0.0)
-            v = tl.load(tv_base + offs_t[:, None] * s_tvn + offs_d[None, :], mask=t_ok[:, None] & d_ok[None, :],
-                        other=0.0)
-            s = tl.dot(q, tl.trans(k)) * qk_scale_log2
-            s = tl.where(t_ok[None, :], s, float("-inf"))
-            p = tl.math.exp2(s - lse[:, None])
-            dp = tl.dot(do, tl.trans(v))
-            ds = p * (dp - delta[:, None])
-            dq += tl.dot(ds.to(k.dtype), k)
+            s, k, v = _text_tile(q, tk_base, tv_base, s_tkn, s_tvn, TextMask + b * s_tmb, start + tl.arange(0, SUB),
+                                 offs_d, d_ok, text_len, qk_scale_log2, HAS_TEXT_MASK)
+            dq = _dq_step(s, k, v, do, lse, delta, dq)
 
     tl.store(DQ + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),
              mask=tile_ok)
