@@ -139,8 +139,7 @@ def split_attention_mask(attn_mask: torch.Tensor | None, batch: int, seq_len: in
         if not bool(((mask == 0) | ~finite).all()):
             raise UnsupportedCall("additive attention mask with finite non-zero biases")
         mask = finite
-    if mask.dim() == 2:
-        mask = mask[:, None, None, :]
+    mask = as_4d_mask(mask, batch, seq_len)
     if mask.dim() != 4 or mask.shape[-1] != seq_len:
         raise UnsupportedCall(f"attention mask of shape {tuple(attn_mask.shape)}")
     if mask.shape[1] != 1 and not bool((mask == mask[:, :1]).all()):
@@ -166,5 +165,15 @@ def text_row_mask(attn_mask: torch.Tensor | None, seq_len: int, text: slice) -> 
     """The rows of the model's mask that belong to text queries, for their exact dense attention."""
     if attn_mask is None:
         return None
-    mask = attn_mask[:, None, None, :] if attn_mask.dim() == 2 else attn_mask
+    mask = as_4d_mask(attn_mask, attn_mask.shape[0], seq_len)
     return mask[:, :, text] if mask.shape[2] == seq_len else mask
+
+
+def as_4d_mask(mask: torch.Tensor, batch: int, seq_len: int) -> torch.Tensor:
+    """(B, S) key padding -> (B, 1, 1, S); (S, S) query-by-key (the embedded model's chunk-causal mask)
+    -> (1, 1, S, S); 4-D masks unchanged."""
+    if mask.dim() != 2:
+        return mask
+    if mask.shape == (seq_len, seq_len) and batch != seq_len:
+        return mask[None, None]
+    return mask[:, None, None, :]

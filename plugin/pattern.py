@@ -22,9 +22,8 @@ class BlockPattern:
     token_order: optional permutation of the visual tokens applied before blocking (reorder="hilbert",
         DraftAttention's cell reordering); `token_order[i]` is the original index of reordered token i.
         None means raster order.
-    element_mask: optional callable mask on exact token pairs inside kept blocks (CLEAR's radius),
-        as a bool tensor (num_visual, num_visual) in the (possibly reordered) token order; None = whole
-        blocks.
+    element_mask: optional exact mask on token pairs inside kept blocks (CLEAR's radius), a bool tensor
+        (B|1, H|1, N, N) in the (possibly reordered) token order; None = whole blocks.
     extras: method-specific data that travels with the plan (e.g. pooled mass for rectified attention).
     """
 
@@ -51,12 +50,12 @@ class BlockPattern:
 
     def density(self) -> float:
         """Fraction of visual query-key pairs computed, counting the short last block by its real size."""
-        if self.element_mask is not None:
-            return float(self.to_element_mask().float().mean())
         return float(self.density_per_head().mean())
 
     def density_per_head(self) -> torch.Tensor:
         """Density per (batch, head) as a float tensor (B or 1, H or 1)."""
+        if self.element_mask is not None:
+            return self.to_element_mask().to(torch.float64).mean(dim=(-2, -1))
         sizes = block_sizes(self.num_tokens, self.block_size, self.block_mask.device).to(torch.float64)
         pair_area = sizes[:, None] * sizes[None, :]
         return (self.block_mask.to(torch.float64) * pair_area).sum(dim=(-2, -1)) / (self.num_tokens**2)

@@ -46,6 +46,15 @@ def test_block_causal_visual_mask_is_kept():
     assert torch.equal(visual_mask[0, 0], visual)
 
 
+def test_square_two_dimensional_mask_is_query_by_key():
+    frame = torch.arange(S) // 4
+    chunk_causal = frame[:, None] >= frame[None, :]
+    chunk_causal[:, 8:] = True  # text columns visible to all
+    text_keys, visual_mask = split_attention_mask(chunk_causal, 2, S, VIS, TXT)
+    assert text_keys is None
+    assert torch.equal(visual_mask[0, 0], chunk_causal[:8, :8])
+
+
 def test_additive_zero_minus_inf_mask_is_boolean():
     additive = torch.zeros(2, 1, 1, S)
     additive[1, ..., -1] = float("-inf")
