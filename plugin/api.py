@@ -160,11 +160,3 @@ def _set_session(obj, session) -> None:
     else:
         obj.__dict__[_SESSION_ATTR] = session
 
-
-__all__ = [
-    "EnableReport",
-    "attention_session",
-    "available_methods",
-    "disable_efficient_attention",
-    "enable_efficient_attention",
-]
