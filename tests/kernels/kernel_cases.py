@@ -1,24 +1,29 @@
 """Shared builders for the kernel tests: random inputs, random per-head patterns, error measures.
 
-The CPU tests run the Triton kernels through Triton's interpreter, which is chosen when the kernels are
-first imported; `use_interpreter_without_cuda()` must run before anything imports them.
+Importing this module selects Triton's CPU interpreter when there is no CUDA. That only works before the
+process first imports triton (triton.language builds its own helpers then), so the kernel test modules
+import this first; a run where something imported triton earlier skips the interpreter tests and says why.
 """
 
 from __future__ import annotations
 
 import os
 
-import pytest
 import torch
 
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 
-def use_interpreter_without_cuda() -> None:
-    if not torch.cuda.is_available():
-        os.environ["TRITON_INTERPRET"] = "1"
+import pytest  # noqa: E402
+import triton.language as tl  # noqa: E402
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
-
-# CPU tensors can only reach the Triton kernels through the interpreter; with CUDA the gpu tests cover them.
-interpreter_only = pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter tests run where CUDA is absent")
+# CPU tensors reach the Triton kernels only through the interpreter; with CUDA the gpu tests cover them.
+interpreter_only = pytest.mark.skipif(
+    not isinstance(tl.sum, InterpretedFunction),
+    reason="needs Triton's interpreter: no CUDA, and TRITON_INTERPRET=1 set before triton was first imported "
+    "(run tests/kernels first, or export TRITON_INTERPRET=1)",
+)
 
 
 def qkv(b, h, n, d, dtype, device="cpu", seed=0, grad=False):

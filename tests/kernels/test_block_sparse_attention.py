@@ -1,14 +1,10 @@
 """Triton block-sparse attention against the plain-PyTorch reference: forward, LSE and gradients."""
 
-from kernel_cases import use_interpreter_without_cuda
+import math
 
-use_interpreter_without_cuda()
-
-import math  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from kernel_cases import (  # noqa: E402
+import pytest
+import torch
+from kernel_cases import (
     assert_lse_close,
     finite_lse_sum,
     interpreter_only,
@@ -18,7 +14,7 @@ from kernel_cases import (  # noqa: E402
     relative_error,
 )
 
-from swiftdit.kernels.block_sparse_attention import (  # noqa: E402
+from swiftdit.kernels.block_sparse_attention import (
     block_mask_to_index_table,
     block_sparse_attention,
 )

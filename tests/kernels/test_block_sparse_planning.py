@@ -1,15 +1,11 @@
 """GPU-style pattern planner (Triton pooling + on-device selection) against the per-row reference."""
 
-from kernel_cases import use_interpreter_without_cuda
+import pytest
+import torch
+from kernel_cases import interpreter_only, qkv, relative_error
 
-use_interpreter_without_cuda()
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from kernel_cases import interpreter_only, qkv, relative_error  # noqa: E402
-
-from swiftdit.kernels.block_sparse_attention import index_table_to_block_mask  # noqa: E402
-from swiftdit.kernels.block_sparse_planning import (  # noqa: E402
+from swiftdit.kernels.block_sparse_attention import index_table_to_block_mask
+from swiftdit.kernels.block_sparse_planning import (
     mean_pool_reference,
     mean_pool_torch,
     plan_block_sparse,

@@ -1,14 +1,10 @@
 """SLA (Triton sparse softmax on selected blocks + block-state linear attention on the rest) against its reference."""
 
-from kernel_cases import use_interpreter_without_cuda
+import math
 
-use_interpreter_without_cuda()
-
-import math  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from kernel_cases import (  # noqa: E402
+import pytest
+import torch
+from kernel_cases import (
     assert_lse_close,
     interpreter_only,
     leaf_copies,
@@ -17,8 +13,8 @@ from kernel_cases import (  # noqa: E402
     relative_error,
 )
 
-from swiftdit.kernels.block_sparse_attention import block_mask_to_index_table  # noqa: E402
-from swiftdit.kernels.sparse_linear_attention import sparse_linear_attention  # noqa: E402
+from swiftdit.kernels.block_sparse_attention import block_mask_to_index_table
+from swiftdit.kernels.sparse_linear_attention import sparse_linear_attention
 
 
 def compare_with_reference(q, k, v, block_mask, block, feature, *, text=None, tol=1e-2):
