@@ -48,7 +48,7 @@ def main() -> None:
 
     results = []
     for dtype_name in args.dtypes:
-        pipe = load_pipeline(torch_dtype=DTYPES[dtype_name])
+        pipe = load_pipeline(dtype=DTYPES[dtype_name])
         pipe.set_progress_bar_config(disable=True)
         for mode in ("full", "chunked"):
             seconds = time_default_clip(pipe, args.repeats, num_inference_steps=args.num_inference_steps,

@@ -28,19 +28,19 @@ def _is_embedded_pipeline(path: Path) -> bool:
 
 
 def load_pipeline(path_or_id: str | Path | None = None, *, device: torch.device | str | None = None,
-                  torch_dtype: torch.dtype | None = None, **from_pretrained_kwargs) -> DiffusionPipeline:
+                  dtype: torch.dtype | None = None, **from_pretrained_kwargs) -> DiffusionPipeline:
     """Load a pipeline and move it to `device` (default: the best available one).
 
     With no argument this is the embedded moving-shapes model, read offline from assets/. A folder saved by
     `MovingShapesPipeline.save_pretrained` loads as that class; anything else goes through
-    `DiffusionPipeline.from_pretrained(path_or_id, torch_dtype=..., **from_pretrained_kwargs)`.
+    `DiffusionPipeline.from_pretrained(path_or_id, dtype=..., **from_pretrained_kwargs)`.
     """
     path = EMBEDDED_MODEL_DIR if path_or_id is None else Path(path_or_id)
     if path_or_id is None and not _is_embedded_pipeline(path):
         raise FileNotFoundError(f"the embedded model is missing: expected a saved pipeline in {path}")
     if _is_embedded_pipeline(path):
-        pipe = MovingShapesPipeline.from_pretrained(path, local_files_only=True, torch_dtype=torch_dtype,
+        pipe = MovingShapesPipeline.from_pretrained(path, local_files_only=True, dtype=dtype,
                                                     **from_pretrained_kwargs)
     else:
-        pipe = DiffusionPipeline.from_pretrained(str(path_or_id), torch_dtype=torch_dtype, **from_pretrained_kwargs)
+        pipe = DiffusionPipeline.from_pretrained(str(path_or_id), dtype=dtype, **from_pretrained_kwargs)
     return pipe.to(best_device() if device is None else device)

@@ -52,6 +52,7 @@ class TrainingConfig:
     batch_size: int = 64
     learning_rate: float = 4e-4
     warmup_steps: int = 200
+    lr_decay_steps: int = 0  # the rate falls linearly to zero over this many steps before max_steps (0: constant)
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     ema_decay: float = 0.999
@@ -73,6 +74,7 @@ class TrainingConfig:
             check_int(owner, name, getattr(self, name), minimum=1)
         check_int(owner, "seed", self.seed, minimum=0)
         check_int(owner, "warmup_steps", self.warmup_steps, minimum=0)
+        check_int(owner, "lr_decay_steps", self.lr_decay_steps, minimum=0)
         check_float(owner, "learning_rate", self.learning_rate, minimum=0.0, exclusive_minimum=True)
         for name in ("weight_decay", "max_grad_norm", "pixel_noise_std"):
             check_float(owner, name, getattr(self, name), minimum=0.0)
@@ -192,6 +194,15 @@ def flow_matching_loss(model: TextToVideoModel, tokenizer, config: TrainingConfi
     return (squared_error * has_noise).sum() / (has_noise.sum() * squared_error[0, :, 0].numel()).clamp(min=1)
 
 
+def learning_rate_factor(config: TrainingConfig, run_step: int, step: int, max_steps: int) -> float:
+    """Linear warm-up over the first steps of this optimizer's life (a warm start begins a fresh optimizer,
+    so `run_step` counts from it), then constant, then a linear decay to zero ending at `max_steps`."""
+    warmup = min(1.0, (run_step + 1) / (config.warmup_steps + 1))
+    if config.lr_decay_steps == 0:
+        return warmup
+    return min(warmup, max(0.0, (max_steps - step) / config.lr_decay_steps))
+
+
 def build_model(config: TrainingConfig):
     tokenizer = build_tokenizer(config.model)
     model = TextToVideoModel(build_text_encoder(config.model, len(tokenizer)), build_transformer(config.model))
@@ -236,7 +247,10 @@ def train(config: TrainingConfig, output_dir: Path, *, max_steps: int, time_limi
         warm_start(model, progress, Path(init_from))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.99),
                                   weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (config.warmup_steps + 1)))
+    # `progress.step` is read live: the global step, right after a resume and after a warm start alike.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda run_step: learning_rate_factor(config, run_step, progress.step, max_steps)
+    )
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
     ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=config.ema_decay)
     ema.to(accelerator.device)
@@ -292,10 +306,11 @@ def main() -> None:
                         help="exported pipeline to warm-start from when OUTPUT holds no checkpoint")
     parser.add_argument("--max-steps", type=int, default=1_000_000)
     parser.add_argument("--time-limit-s", type=float, default=math.inf, help="stop after this long in this run")
+    parser.add_argument("--lr-decay-steps", type=int, default=TrainingConfig.lr_decay_steps)
     parser.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
     parser.add_argument("--seed", type=int, default=TrainingConfig.seed)
     args = parser.parse_args()
-    config = TrainingConfig(batch_size=args.batch_size, seed=args.seed)
+    config = TrainingConfig(batch_size=args.batch_size, seed=args.seed, lr_decay_steps=args.lr_decay_steps)
     train(config, args.output_dir, max_steps=args.max_steps, time_limit_s=args.time_limit_s,
           export_dir=args.export_dir, init_from=args.init_from)
 

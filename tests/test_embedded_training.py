@@ -10,7 +10,7 @@ from swiftdit.pipelines.chunk_causal import (
     chunk_causal_mask, masked_self_attention, per_token_timesteps, tokens_per_latent_frame,
 )
 from swiftdit.pipelines.embedded_model import EmbeddedModelConfig, build_transformer
-from swiftdit.pipelines.training import TRAINING_LOG_FILE, TrainingConfig, train
+from swiftdit.pipelines.training import TRAINING_LOG_FILE, TrainingConfig, learning_rate_factor, train
 
 TINY_MODEL = EmbeddedModelConfig(hidden_dim=48, num_heads=1, num_layers=2, ffn_dim=32, text_dim=16, text_heads=2,
                                  text_layers=1, text_ffn_dim=16)
@@ -84,3 +84,12 @@ def test_bad_training_options_name_the_option():
         TrainingConfig(num_frames=6)
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainingConfig(mixed_precision="fp8")
+
+
+def test_learning_rate_warms_up_then_decays_to_zero_at_the_last_step():
+    config = TrainingConfig(warmup_steps=3, lr_decay_steps=4)
+    factors = [learning_rate_factor(config, run_step=s, step=s, max_steps=10) for s in range(11)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[6:] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    # After a warm start at step 8 the fresh optimizer warms up again, capped by the decay.
+    assert learning_rate_factor(config, run_step=0, step=8, max_steps=10) == 0.25
