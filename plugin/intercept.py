@@ -133,13 +133,7 @@ def split_attention_mask(attn_mask: torch.Tensor | None, batch: int, seq_len: in
     """
     if attn_mask is None:
         return None, None
-    mask = attn_mask
-    if mask.dtype != torch.bool:
-        finite = torch.isfinite(mask)
-        if not bool(((mask == 0) | ~finite).all()):
-            raise UnsupportedCall("additive attention mask with finite non-zero biases")
-        mask = finite
-    mask = as_4d_mask(mask, batch, seq_len)
+    mask = as_4d_mask(boolean_mask(attn_mask), batch, seq_len)
     if mask.dim() != 4 or mask.shape[-1] != seq_len:
         raise UnsupportedCall(f"attention mask of shape {tuple(attn_mask.shape)}")
     if mask.shape[1] != 1 and not bool((mask == mask[:, :1]).all()):
@@ -161,19 +155,29 @@ def split_attention_mask(attn_mask: torch.Tensor | None, batch: int, seq_len: in
     return text_key_mask, visual_mask
 
 
-def text_row_mask(attn_mask: torch.Tensor | None, seq_len: int, text: slice) -> torch.Tensor | None:
+def text_row_mask(attn_mask: torch.Tensor | None, batch: int, seq_len: int, text: slice) -> torch.Tensor | None:
     """The rows of the model's mask that belong to text queries, for their exact dense attention."""
     if attn_mask is None:
         return None
-    mask = as_4d_mask(attn_mask, attn_mask.shape[0], seq_len)
+    mask = as_4d_mask(attn_mask, batch, seq_len)
     return mask[:, :, text] if mask.shape[2] == seq_len else mask
 
 
-def as_4d_mask(mask: torch.Tensor, batch: int, seq_len: int) -> torch.Tensor:
-    """(B, S) key padding -> (B, 1, 1, S); (S, S) query-by-key (the embedded model's chunk-causal mask)
-    -> (1, 1, S, S); 4-D masks unchanged."""
+def boolean_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A boolean mask (True = attend) from a boolean or a 0 / -inf additive one."""
+    if mask.dtype == torch.bool:
+        return mask
+    finite = torch.isfinite(mask)
+    if not bool(((mask == 0) | ~finite).all()):
+        raise UnsupportedCall("additive attention mask with finite non-zero biases")
+    return finite
+
+
+def as_4d_mask(mask: torch.Tensor, batch: int, num_queries: int) -> torch.Tensor:
+    """(B, S_kv) key padding -> (B, 1, 1, S_kv); (S_q, S_kv) query-by-key (the embedded model's
+    chunk-causal mask) -> (1, 1, S_q, S_kv); 4-D masks unchanged."""
     if mask.dim() != 2:
         return mask
-    if mask.shape == (seq_len, seq_len) and batch != seq_len:
+    if mask.shape[0] == num_queries and batch != num_queries:
         return mask[None, None]
     return mask[:, None, None, :]

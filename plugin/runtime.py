@@ -16,6 +16,7 @@ changing steps never triggers a recompile.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import weakref
 from collections import defaultdict
@@ -34,6 +35,8 @@ from .intercept import (
     BACKEND_NAME,
     SdpaInterception,
     UnsupportedCall,
+    as_4d_mask,
+    boolean_mask,
     ensure_backend_registered,
     split_attention_mask,
     text_row_mask,
@@ -41,6 +44,7 @@ from .intercept import (
 from .layout import TokenLayout
 from .methods import AttentionMethod, VisualAttentionInputs
 from .methods.base import default_scale
+from .pattern import BlockPattern, block_sizes
 from .pattern_cache import PatternCache
 
 DENOISER_HOOK = "swiftdit_denoiser"
@@ -336,15 +340,45 @@ class EfficientAttentionSession:
 
     # -- one sparse attention call -------------------------------------------------------------------
     def run_layer_attention(self, layer: LayerCall, q, k, v, attn_mask, scale) -> torch.Tensor:
-        """Sparse self-attention for one call; q, k, v are (B, H, S, D), the result likewise."""
-        batch, heads, seq_len, head_dim = q.shape
-        if k.shape[2] != seq_len:
-            # Queries attend to more keys than themselves (a KV cache during rolling generation): the
-            # square visual layout does not describe this call.
-            raise UnsupportedCall(f"{seq_len} queries against {k.shape[2]} keys (KV cache)")
+        """Sparse self-attention for one call; q, k, v are (B, H, S, D), the result likewise.
+
+        Keys may outnumber queries: during rolling generation the frames being denoised (the queries) attend
+        to the KV cache (sink and window frames) followed by themselves.
+        """
+        heads = q.shape[1]
         if k.shape[1] != heads:  # grouped-query attention: expand shared key/value heads
             k = k.repeat_interleave(heads // k.shape[1], dim=1)
             v = v.repeat_interleave(heads // v.shape[1], dim=1)
+        cached = k.shape[2] - q.shape[2]
+        if cached < 0:
+            raise UnsupportedCall(f"{q.shape[2]} queries against only {k.shape[2]} keys")
+        if cached == 0:
+            return self._attend(layer, q, k, v, attn_mask, scale)
+        return self._attend_with_kv_cache(layer, q, k, v, attn_mask, scale, cached)
+
+    def _attend_with_kv_cache(self, layer: LayerCall, q, k, v, attn_mask, scale, cached: int) -> torch.Tensor:
+        """Queries are the last frames of the key grid: plan over the whole key grid, compute only their rows.
+
+        The cached frames have no queries, so their keys stand in for them while planning; the blocks that
+        hold no real query are then emptied, which the kernels skip, and their rows are dropped.
+        """
+        frame_tokens = layer.grid[1] * layer.grid[2]
+        if layer.info.text_position != "none" or cached % frame_tokens or q.shape[2] % frame_tokens:
+            raise UnsupportedCall("KV-cache call whose cached and queried tokens are not whole visual frames")
+        key_layer = dataclasses.replace(layer, grid=(k.shape[2] // frame_tokens, *layer.grid[1:]))
+        mask = None
+        if attn_mask is not None:
+            rows = as_4d_mask(boolean_mask(attn_mask), q.shape[0], q.shape[2])
+            if rows.shape[2] == 1:
+                rows = rows.expand(*rows.shape[:2], q.shape[2], -1)
+            mask = torch.ones(*rows.shape[:2], k.shape[2], k.shape[2], dtype=torch.bool, device=rows.device)
+            mask[:, :, cached:] = rows
+        q_with_stand_ins = torch.cat([k[:, :, :cached], q], dim=2)
+        out = self._attend(key_layer, q_with_stand_ins, k, v, mask, scale, query_start=cached)
+        return out[:, :, cached:]
+
+    def _attend(self, layer: LayerCall, q, k, v, attn_mask, scale, query_start: int = 0) -> torch.Tensor:
+        batch, heads, seq_len, head_dim = q.shape
         try:
             layout = TokenLayout.for_call(layer.grid, seq_len, layer.info.text_position)
         except ValueError as error:
@@ -356,7 +390,11 @@ class EfficientAttentionSession:
         q_vis, k_vis, v_vis = q[:, :, visual], k[:, :, visual], v[:, :, visual]
         pattern = self._pattern(call, layer, q_vis, k_vis)
         layer.op_index += 1
-        self.stats.record(call, pattern.density_per_head())
+        if query_start:
+            pattern, density = only_query_rows(pattern, query_start)
+        else:
+            density = pattern.density_per_head()
+        self.stats.record(call, density)
         inputs = VisualAttentionInputs(
             q_vis, k_vis, v_vis, default_scale(head_dim, scale),
             text_k=k[:, :, text] if layout.text_len else None,
@@ -368,7 +406,7 @@ class EfficientAttentionSession:
             return out_visual
         # Text query rows stay exact: dense attention over every key, with the model's own mask.
         out_text = F.scaled_dot_product_attention(
-            q[:, :, text], k, v, attn_mask=text_row_mask(attn_mask, seq_len, text), scale=scale
+            q[:, :, text], k, v, attn_mask=text_row_mask(attn_mask, batch, seq_len, text), scale=scale
         )
         parts = (out_text, out_visual) if layout.text_position == "first" else (out_visual, out_text)
         return torch.cat(parts, dim=2)
@@ -386,6 +424,20 @@ class EfficientAttentionSession:
 
     def pattern_cache_bytes(self) -> int:
         return self.patterns.memory_bytes()
+
+
+def only_query_rows(pattern: BlockPattern, query_start: int) -> tuple[BlockPattern, torch.Tensor]:
+    """Empty the query blocks that hold no real query (token index < query_start) and return the density
+    over the rows still computed, per (batch, head)."""
+    n, size = pattern.num_tokens, pattern.block_size
+    positions = torch.arange(n, device=pattern.block_mask.device)
+    if pattern.token_order is not None:
+        positions = pattern.token_order.to(positions.device)
+    is_query = torch.nn.functional.pad(positions >= query_start, (0, pattern.num_blocks * size - n))
+    rows = is_query.view(pattern.num_blocks, size).any(-1)
+    restricted = dataclasses.replace(pattern, block_mask=pattern.block_mask & rows[:, None])
+    row_tokens = block_sizes(n, size, rows.device)[rows].sum()
+    return restricted, restricted.density_per_head() * n / row_tokens
 
 
 def wrap_pipeline_call(pipeline_class: type) -> None:

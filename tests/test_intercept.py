@@ -86,5 +86,5 @@ def test_text_columns_that_differ_per_visual_row_are_refused():
 
 def test_text_rows_of_the_mask():
     full = torch.rand(2, 1, S, S) > 0.5
-    assert torch.equal(text_row_mask(full, S, TXT), full[:, :, TXT])
-    assert text_row_mask(key_padding(), S, TXT).shape == (2, 1, 1, S)
+    assert torch.equal(text_row_mask(full, 2, S, TXT), full[:, :, TXT])
+    assert text_row_mask(key_padding(), 2, S, TXT).shape == (2, 1, 1, S)

@@ -142,15 +142,43 @@ def test_prompt_switch_rebuilds_the_cache_under_the_new_prompt(pipe):
     assert not all(torch.allclose(keys[name], stale[name], atol=1e-4) for name in keys)
 
 
-def test_efficient_attention_session_runs_kv_calls_dense(pipe):
-    pipe.enable_efficient_attention("radial")
+@pytest.mark.parametrize("schedule", ["chunked", "rolling"])
+def test_efficient_attention_runs_inside_the_window(pipe, schedule):
+    """KV-cache calls (queries = the frames in flight, keys = cache + those frames) reach the method with the
+    key grid; keeping every block reproduces the dense stream."""
+    from recording import recorded_calls
+
+    options = dict(num_frames=12, sink_frames=CHUNK, window_frames=CHUNK, schedule=schedule)
+    reference = np.stack(list(stream(pipe, **options).frames()))
+    pipe.enable_efficient_attention("_recording")
     try:
-        frames = list(stream(pipe, num_frames=12, sink_frames=CHUNK, window_frames=CHUNK).frames())
-        fallbacks = swiftdit.attention_session(pipe).stats.dense_fallbacks
+        recorded_calls()
+        frames = np.stack(list(stream(pipe, **options).frames()))
+        calls = recorded_calls()
+        fallbacks = dict(swiftdit.attention_session(pipe).stats.dense_fallbacks)
     finally:
         pipe.disable_efficient_attention()
-    assert len(frames) == 12
-    assert fallbacks and all("KV cache" in reason for reason in fallbacks.values())
+    assert not fallbacks
+    assert max(call.layout.grid[0] for call, _ in calls) > CHUNK  # the cached frames are part of the key grid
+    np.testing.assert_allclose(frames.astype(int), reference.astype(int), atol=1)
+
+
+def test_sparse_method_inside_the_window_computes_only_query_rows(pipe):
+    pipe.enable_efficient_attention("sparse", block_size=64, density=0.3, neighbours=False, first_frame_sink=False,
+                                    reorder="none")
+    try:
+        frames = list(stream(pipe, num_frames=12, sink_frames=CHUNK, window_frames=CHUNK).frames())
+        session = swiftdit.attention_session(pipe)
+        fallbacks = dict(session.stats.dense_fallbacks)
+        records = session.stats.per_head()
+    finally:
+        pipe.disable_efficient_attention()
+    assert len(frames) == 12 and not fallbacks
+    # One frame is one 64-token block. Per query row, density 0.3 of the key blocks plus the diagonal is
+    # kept, so a call never computes more than 3 of 4 key blocks; only the query rows are counted.
+    cached_calls = [r for r in records if r["density"].numel() and float(r["density"].mean()) < 1.0]
+    assert cached_calls, "no KV-cache call was sparsified"
+    assert all(float(r["density"].max()) <= 0.75 for r in cached_calls)
 
 
 @pytest.mark.parametrize("options, option_name", [
