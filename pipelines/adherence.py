@@ -97,7 +97,8 @@ def detect(video) -> Detection:
     num_frames, height, width, _ = video.shape
     background_rgb = video.reshape(-1, 3).median(dim=0).values
     background = list(BACKGROUNDS)[int(_nearest(background_rgb, BACKGROUNDS))]
-    masks = torch.stack([_drop_stray_pixels(m) for m in (video - background_rgb).norm(dim=-1) > OBJECT_DISTANCE_THRESHOLD])
+    far_from_background = (video - background_rgb).norm(dim=-1) > OBJECT_DISTANCE_THRESHOLD
+    masks = torch.stack([_drop_stray_pixels(frame) for frame in far_from_background])
     if int(masks.sum()) < MIN_OBJECT_PIXELS:
         return Detection(background, None, None, None, None, None)
 

@@ -301,7 +301,8 @@ def train(config: TrainingConfig, output_dir: Path, *, max_steps: int, time_limi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", type=Path, required=True, help="checkpoint, log and exported pipeline")
-    parser.add_argument("--export-dir", type=Path, default=None, help="where the pipeline goes (default: OUTPUT/pipeline)")
+    parser.add_argument("--export-dir", type=Path, default=None,
+                        help="where the pipeline goes (default: OUTPUT/pipeline)")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="exported pipeline to warm-start from when OUTPUT holds no checkpoint")
     parser.add_argument("--max-steps", type=int, default=1_000_000)
