@@ -122,14 +122,18 @@ class AttentionMethod:
 
     def attend(self, inputs: VisualAttentionInputs, pattern: BlockPattern, call: AttentionCall) -> torch.Tensor:
         """Block-sparse attention with the pattern (tokens reordered first if the pattern says so)."""
-        return attend_with_pattern(inputs, pattern)[0]
+        return attend_with_pattern(inputs, pattern, return_lse=False)[0]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
 
 
-def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run block-sparse attention for a pattern; returns (out, lse) in the original token order."""
+def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern, *,
+                        return_lse: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run block-sparse attention for a pattern; returns (out, lse) in the original token order.
+
+    With return_lse=False the LSE may be None, which lets the CPU path use PyTorch's fused SDPA.
+    """
     q, k, v, visual_mask = inputs.q, inputs.k, inputs.v, inputs.visual_mask
     order = pattern.token_order
     if order is not None:
@@ -143,12 +147,13 @@ def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern) ->
     out, lse = block_sparse_attention(
         q, k, v, kv_indices, kv_counts, pattern.block_size,
         text_k=inputs.text_k, text_v=inputs.text_v, text_key_mask=inputs.text_key_mask,
-        element_mask=element_mask, scale=inputs.scale,
+        element_mask=element_mask, scale=inputs.scale, return_lse=return_lse,
     )
     if order is not None:
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
-        out, lse = out[:, :, inverse], lse[:, :, inverse]
+        out = out[:, :, inverse]
+        lse = None if lse is None else lse[:, :, inverse]
     return out, lse
 
 

@@ -92,7 +92,7 @@ class SparseLinearAttention(SparseAttention):
     def attend(self, inputs: VisualAttentionInputs, pattern: BlockPattern, call: AttentionCall) -> torch.Tensor:
         if inputs.visual_mask is not None:
             # The fused kernel has no element mask; a model-imposed token mask keeps the exact part only.
-            return attend_with_pattern(inputs, pattern)[0]
+            return attend_with_pattern(inputs, pattern, return_lse=False)[0]
         order = pattern.token_order
         q, k, v = (reorder_tokens(x, order) for x in (inputs.q, inputs.k, inputs.v))
         kv_indices, kv_counts = pattern.to_index_table()

@@ -17,6 +17,7 @@ from kernel_cases import (
 from swiftdit.kernels.block_sparse_attention import (
     block_mask_to_index_table,
     block_sparse_attention,
+    block_sparse_attention_reference,
 )
 
 
@@ -111,6 +112,24 @@ def test_auto_backend_on_cpu_is_the_reference():
     out, _ = block_sparse_attention(q, k, v, kv_indices, kv_counts, 64)
     dense = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     assert relative_error(out, dense) < 1e-5
+
+
+def test_masked_sdpa_path_without_lse_matches_the_reference():
+    """return_lse=False on the CPU takes PyTorch's fused SDPA with the token mask: same output, empty rows 0."""
+    b, h, n, d, block, text_len = 2, 2, 100, 32, 32, 12
+    q, k, v = qkv(b, h, n, d, torch.float32)
+    text_k, text_v = qkv(b, h, text_len, d, torch.float32, seed=3)[:2]
+    text_key_mask = torch.ones(b, text_len, dtype=torch.bool)
+    text_key_mask[1] = False  # batch 1: no valid text key, so its empty visual rows stay empty
+    element_mask = ((torch.arange(n)[:, None] - torch.arange(n)[None, :]).abs() <= 45)[None, None]
+    kv_indices, kv_counts = block_mask_to_index_table(random_block_mask(b, h, math.ceil(n / block), 0.4, empty_rows=1))
+    arguments = dict(text_k=text_k, text_v=text_v, text_key_mask=text_key_mask, element_mask=element_mask)
+    expected, expected_lse = block_sparse_attention_reference(q, k, v, kv_indices, kv_counts, block, **arguments)
+    out, lse = block_sparse_attention(q, k, v, kv_indices, kv_counts, block, return_lse=False, **arguments)
+    assert lse is None
+    empty_rows = torch.isneginf(expected_lse)
+    assert empty_rows.any() and torch.all(out[empty_rows] == 0)
+    assert relative_error(out, expected) < 1e-5
 
 
 @pytest.mark.parametrize(
