@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import threading
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -218,7 +219,8 @@ class ChunkInFlight:
 
 
 class VideoStream:
-    """One stream's state: the KV cache, the chunks in flight, the prompt in force. `frames()` runs it."""
+    """One stream's state: the KV cache, the chunks in flight, the prompt in force. `frames()` runs it;
+    `switch_prompt` changes the prompt while it runs."""
 
     def __init__(self, pipe, prompt: Prompt | Sequence[tuple[int, Prompt]], config: StreamConfig,
                  negative_prompt: Prompt = "", generator: torch.Generator | None = None):
@@ -227,6 +229,9 @@ class VideoStream:
         self.transformer = streamable_transformer(pipe)
         self.decoder = frame_decoder(pipe)
         self.prompts = prompt_schedule(prompt, config.num_frames)
+        self.applied_prompts: list[tuple[int, Prompt]] = []  # (start frame, prompt) of each prompt put in force
+        self._live_prompt: Prompt | None = None  # the latest `switch_prompt` not yet in force
+        self._live_prompt_lock = threading.Lock()
         self.negative_prompt = negative_prompt
         self.generator = generator
         self.device = pipe._execution_device
@@ -266,6 +271,26 @@ class VideoStream:
                 emitted += 1
                 yield frame
 
+    def switch_prompt(self, prompt: Prompt) -> None:
+        """Put `prompt` in force from the next chunk that enters, re-caching as a scheduled switch does.
+
+        Safe to call from another thread while `frames()` runs (a UI's event handler); of several calls
+        before the next chunk enters, the last wins. A live switch overrides scheduled switches due at that
+        chunk; later scheduled ones still apply. After the last chunk has entered it has no effect.
+        """
+        with self._live_prompt_lock:
+            self._live_prompt = prompt
+
+    def _prompt_switch_at(self, first_frame: int, upcoming: list[tuple[int, Prompt]]) -> Prompt | None:
+        """The prompt that takes effect at the chunk starting at `first_frame`, or None to keep the current
+        one: the live switch if any, else the last scheduled entry due (popped from `upcoming`)."""
+        switched_to = None
+        while upcoming and upcoming[0][0] <= first_frame:
+            _, switched_to = upcoming.pop(0)
+        with self._live_prompt_lock:
+            live, self._live_prompt = self._live_prompt, None
+        return switched_to if live is None else live
+
     def _embeddings(self, prompt: Prompt) -> torch.Tensor:
         embeddings = encode_prompt(self.pipe, prompt, self.device)
         if self.use_guidance:  # one batched forward: [unconditional, conditional]
@@ -287,13 +312,12 @@ class VideoStream:
                 while self._may_enter(entered, in_flight):
                     # A switch takes effect at the first chunk that starts at or after its frame.
                     first_frame = self.decoder.video_frames(entered * self.chunk_samples)
-                    switched_to = None
-                    while upcoming and upcoming[0][0] <= first_frame:
-                        _, switched_to = upcoming.pop(0)
+                    switched_to = self._prompt_switch_at(first_frame, upcoming)
                     if switched_to is not None:
                         if embeddings is not None:
                             self.cache.mark_all_pending()  # re-cache under the new prompt
                         embeddings = self._embeddings(switched_to)
+                        self.applied_prompts.append((first_frame, switched_to))
                     in_flight.append(ChunkInFlight(self._noise()))
                     entered += 1
                 self._denoise_step(in_flight, embeddings)
@@ -352,16 +376,26 @@ class VideoStream:
             chunk.steps_done += 1
 
 
-def stream_video(pipe, prompt: Prompt | Sequence[tuple[int, Prompt]], num_frames: int, *,
-                 window_frames: int | None, sink_frames: int | None = None, chunk_frames: int | None = None,
-                 schedule: str = "chunked", rolling_chunks: int | None = None, num_inference_steps: int = 4,
-                 guidance_scale: float = 1.0, height: int | None = None, width: int | None = None,
-                 negative_prompt: Prompt = "", generator: torch.Generator | None = None) -> Iterator[np.ndarray]:
+def stream_video(pipe, prompt: Prompt | Sequence[tuple[int, Prompt]], num_frames: int,
+                 **options) -> Iterator[np.ndarray]:
     """Generate `num_frames` video frames chunk by chunk, yielding (H, W, 3) uint8 frames as chunks finish.
+
+    The options are `open_stream`'s; use `open_stream` to keep a handle on the stream (`switch_prompt`).
+    The stream is set up, and its options checked, before the first frame is asked for.
+    """
+    return open_stream(pipe, prompt, num_frames, **options).frames()
+
+
+def open_stream(pipe, prompt: Prompt | Sequence[tuple[int, Prompt]], num_frames: int, *,
+                window_frames: int | None, sink_frames: int | None = None, chunk_frames: int | None = None,
+                schedule: str = "chunked", rolling_chunks: int | None = None, num_inference_steps: int = 4,
+                guidance_scale: float = 1.0, height: int | None = None, width: int | None = None,
+                negative_prompt: Prompt = "", generator: torch.Generator | None = None) -> VideoStream:
+    """A `VideoStream` of `num_frames` video frames, with the options checked; `.frames()` runs it.
 
     prompt: a prompt (text or embeddings), or [(start_frame, prompt), ...] to switch prompts mid-stream; a
         switch takes effect at the first chunk starting at or after its frame, and the cache is recomputed
-        under the new prompt (LongLive's re-cache).
+        under the new prompt (LongLive's re-cache). `VideoStream.switch_prompt` switches while it runs.
     window_frames: latent frames kept after the sink, the newest finished chunk included (None: unbounded).
     sink_frames: the first latent frames, kept for ever (default: one chunk; 0 for a plain sliding window).
     chunk_frames: latent frames per chunk (default: the pipeline's `chunk_latent_frames`).
@@ -386,4 +420,4 @@ def stream_video(pipe, prompt: Prompt | Sequence[tuple[int, Prompt]], num_frames
         rolling_chunks=rolling_chunks, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
         height=height, width=width,
     )
-    return VideoStream(pipe, prompt, config, negative_prompt, generator).frames()
+    return VideoStream(pipe, prompt, config, negative_prompt, generator)

@@ -85,3 +85,51 @@ def test_a_bad_option_is_reported_in_the_page(page):
     message = status.inner_text()
     assert "block_size" in message and "must be one of [64, 128]" in message and "Traceback" not in message
     assert page.locator("#efficient-video video").count() == 0
+
+
+STREAM_SETTINGS = {"stream-frames": "128", "stream-steps": "2", "stream-height": "16", "stream-width": "16"}
+NEW_PROMPT = "a cyan square moving left on a black background"
+
+
+def frame_count(page) -> int:
+    """The frame counter of the Stream tab: the N of "Frame N / total"."""
+    return int(re.match(r"Frame (\d+) /", page.locator("#stream-progress").inner_text()).group(1))
+
+
+def open_stream_tab(page, settings: dict[str, str]) -> None:
+    page.get_by_role("tab", name="Stream").click()
+    for element_id, value in settings.items():
+        page.locator(f"#{element_id} input, #{element_id} textarea").fill(value)
+
+
+def test_stream_shows_frames_as_they_are_made_and_switches_prompt_live(page):
+    open_stream_tab(page, STREAM_SETTINGS)
+    page.locator("#switch-prompt textarea").fill(NEW_PROMPT)
+    page.locator("#stream-start").click()
+    page.wait_for_selector("#stream-frame img[src]", timeout=GENERATION_S * 1000)
+    frames_before_switch = frame_count(page)
+    page.locator("#switch").click()  # at once, so that the stream is far from its end on a fast machine too
+    assert "Switching to" in page.locator("#switch-status").filter(has_text=NEW_PROMPT).inner_text()
+    status = page.locator("#stream-status")
+    status.filter(has_text=NEW_PROMPT).wait_for(timeout=GENERATION_S * 1000)
+    switch_frame = int(re.search(rf"from frame (\d+): {NEW_PROMPT}", status.inner_text()).group(1))
+    # The switch waits for the next chunk to enter, which is after the frames already shown, and it came
+    # while the stream ran: a switch queued behind the stream would find no stream left to switch.
+    assert frames_before_switch <= switch_frame < int(STREAM_SETTINGS["stream-frames"])
+
+    page.wait_for_function(f"/Frame (\\d+) /.exec(document.querySelector('#stream-progress').innerText)[1] > "
+                           f"{frames_before_switch}", timeout=GENERATION_S * 1000)
+    assert re.search(r"\d+\.\d frames/s", page.locator("#stream-progress").inner_text())
+    status.filter(has_text="Done.").wait_for(timeout=GENERATION_S * 1000)
+    assert frame_count(page) == int(STREAM_SETTINGS["stream-frames"])
+    assert "from frame 0: " in status.inner_text()
+
+
+def test_a_bad_stream_option_is_reported_in_the_page(page):
+    open_stream_tab(page, {"stream-window-frames": "3"})
+    page.locator("#stream-start").click()
+    status = page.locator("#stream-status")
+    status.filter(has_text="Error").wait_for(timeout=GENERATION_S * 1000)
+    message = status.inner_text()
+    assert "window_frames" in message and "multiple of 'chunk_frames'" in message and "Traceback" not in message
+    assert page.locator("#stream-frame img").count() == 0

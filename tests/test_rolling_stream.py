@@ -1,6 +1,8 @@
 """stream_video on a tiny random chunk-causal Wan inside MovingShapesPipeline: equivalence with the pipeline's
-chunk-by-chunk generation, bounded cache, RoPE positions past the table, prompt switch re-cache, options."""
+chunk-by-chunk generation, bounded cache, RoPE positions past the table, prompt switch re-cache (scheduled and
+live), options."""
 
+import threading
 import types
 
 import numpy as np
@@ -124,6 +126,12 @@ def written_keys(video_stream: VideoStream) -> tuple[torch.Tensor, dict[str, tor
     return latents, {name: layer.keys for name, layer in cache.layers.items()}
 
 
+def assert_cache_written_under(pipe, video_stream: VideoStream, prompt: str) -> None:
+    latents, keys = written_keys(video_stream)
+    for name, expected in prefill_keys(pipe, video_stream, latents, prompt).items():
+        torch.testing.assert_close(keys[name], expected, rtol=1e-4, atol=1e-4)
+
+
 def test_prompt_switch_rebuilds_the_cache_under_the_new_prompt(pipe):
     switch_frame = 8  # the start of chunk 2
     plain = stream(pipe)
@@ -133,13 +141,27 @@ def test_prompt_switch_rebuilds_the_cache_under_the_new_prompt(pipe):
     assert not np.array_equal(np.stack(plain_frames[switch_frame:]), np.stack(switched_frames[switch_frame:]))
 
     for video_stream, prompt in ((plain, PROMPT), (switched, OTHER_PROMPT)):
-        latents, keys = written_keys(video_stream)
-        for name, expected in prefill_keys(pipe, video_stream, latents, prompt).items():
-            torch.testing.assert_close(keys[name], expected, rtol=1e-4, atol=1e-4)
+        assert_cache_written_under(pipe, video_stream, prompt)
     latents, keys = written_keys(switched)
     stale = prefill_keys(pipe, switched, latents, PROMPT)
     # The first layer's keys come before any cross-attention, so only later layers can tell the prompts apart.
     assert not all(torch.allclose(keys[name], stale[name], atol=1e-4) for name in keys)
+
+
+def test_live_prompt_switch_acts_as_a_scheduled_switch_at_the_next_chunk(pipe):
+    switch_frame = 8  # the start of chunk 2, the next to enter while chunk 1's frames are handed out
+    scheduled = stream(pipe, prompt=[(0, PROMPT), (switch_frame, OTHER_PROMPT)])
+    live = stream(pipe)
+    live_frames = []
+    for frame in live.frames():
+        live_frames.append(frame)
+        if len(live_frames) == switch_frame - 2:  # mid-chunk 1, from another thread as a UI's handler would
+            switcher = threading.Thread(target=live.switch_prompt, args=(OTHER_PROMPT,))
+            switcher.start()
+            switcher.join()
+    np.testing.assert_array_equal(np.stack(live_frames), np.stack(list(scheduled.frames())))
+    assert live.applied_prompts == scheduled.applied_prompts == [(0, PROMPT), (switch_frame, OTHER_PROMPT)]
+    assert_cache_written_under(pipe, live, OTHER_PROMPT)
 
 
 @pytest.mark.parametrize("schedule", ["chunked", "rolling"])
