@@ -211,9 +211,12 @@ def build_app(output_dir: Path) -> gr.Blocks:
                     pattern_image = gr.Image(label="Attention block map", elem_id="pattern", type="numpy")
                     pattern_caption = gr.Markdown()
 
-        def run(prompt_text, model_name, method_name, steps_value, guidance_value, seed_value, frames_value,
-                height_value, width_value, with_dense, layer_value, head_value, step_value, *option_values,
-                progress=gr.Progress(track_tqdm=True)):
+        # Gradio hands its Progress tracker only to a positional parameter whose default is a Progress, and the
+        # method's option values vary in number: so the tracker comes first and the inputs are unpacked here.
+        def run(progress=gr.Progress(track_tqdm=True), *inputs):
+            (prompt_text, model_name, method_name, steps_value, guidance_value, seed_value, frames_value,
+             height_value, width_value, with_dense, layer_value, head_value, step_value, *option_values) = inputs
+
             def failure(message: str):
                 return None, None, "", None, "", f"**Error:** {message}"
 

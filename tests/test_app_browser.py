@@ -65,7 +65,9 @@ def page(app_url, model_argument):  # noqa: F811
 
 
 def test_generate_shows_both_videos_and_the_timings(page):
+    page.locator("#steps input").fill("6")  # long enough for the progress bar to be seen
     page.locator("#generate").click()
+    page.wait_for_selector(".progress-text", timeout=GENERATION_S * 1000)  # progress while it runs
     page.wait_for_selector("#efficient-video video[src]", timeout=GENERATION_S * 1000)
     for video in ("#dense-video video", "#efficient-video video"):
         assert page.locator(video).get_attribute("src")
