@@ -107,17 +107,20 @@ def adherence_section(model_dir: Path) -> list[str]:
 
 
 def timing_section(timings: list[dict]) -> list[str]:
-    lines = ["| device | dtype | generation mode | steps | guidance | median s per clip | all runs, s | "
-             "load average before/after |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| device | weights (training step) | dtype | generation mode | steps | guidance | median s per clip | "
+             "all runs, s | load average before/after |", "|---|---|---|---|---|---|---|---|---|"]
     for timing in timings:
         load = timing.get("load_average_before_after")
         load_text = "not recorded" if load is None else " / ".join(f"{value:.1f}" for value in load)
         for run in timing["runs"]:
-            lines.append(f"| {timing['device']} | {run['dtype']} | {run['generation_mode']} | "
+            lines.append(f"| {timing['device']} | {timing['model_step']} | {run['dtype']} | "
+                         f"{run['generation_mode']} | "
                          f"{timing['num_inference_steps']} | {timing['guidance_scale']} | {run['median_s']:.2f} | "
                          f"{', '.join(f'{value:.2f}' for value in run['all_s'])} | {load_text} |")
     return lines + ["", f"Target: the default clip in <= {CPU_TARGET_SECONDS:.0f} s dense on 2 CPU cores. The CPU "
-                    "runs shared their 2 cores with other jobs of the session when the load average is above 2."]
+                    "runs shared their 2 cores with other jobs of the session when the load average is above 2. "
+                    "The time does not depend on the weights, only on the architecture, which all training steps "
+                    "share."]
 
 
 def attention_section(attention: dict) -> list[str]:
@@ -150,6 +153,7 @@ def write_card(model_dir: Path) -> Path:
     weights = weight_summary(model_dir)
     model = config["model"]
     recipe = {key: value for key, value in config.items() if key != "model"}
+    size_list = ", ".join(f"{word or 'default'} {pixels:g} px" for word, pixels in SIZES.items())
 
     lines = [
         "# Embedded model: moving shapes, a small text-to-video Wan DiT trained in this project", "",
@@ -159,8 +163,7 @@ def write_card(model_dir: Path) -> Path:
         "## Data (procedural, `swiftdit.pipelines.moving_shapes`, deterministic from a seed)",
         "Caption template: `a [large |small ]{color} {shape} moving {direction} on a {background} background`.",
         f"- colors: {', '.join(f'{n} {c}' for n, c in COLORS.items())}",
-        f"- shapes: {', '.join(SHAPES)} (filled); sizes: "
-        f"{', '.join(f'{n or 'default'} {s:g} px' for n, s in SIZES.items())}",
+        f"- shapes: {', '.join(SHAPES)} (filled); sizes: {size_list}",
         f"- directions: {', '.join(DIRECTIONS)}, {SPEED_RANGE_PX_PER_FRAME[0]:g} to "
         f"{SPEED_RANGE_PX_PER_FRAME[1]:g} px per frame, wrapping around the edges; random start position",
         f"- backgrounds: {', '.join(f'{n} {c}' for n, c in BACKGROUNDS.items())}",
@@ -187,7 +190,8 @@ def write_card(model_dir: Path) -> Path:
         "Rectified flow (predict noise - clip), logit-normal noise levels; per-chunk independent levels "
         "(diffusion forcing) for a fraction of samples, a shared level for the rest; chunk-causal attention for a "
         "fraction of samples, of which some have clean (level 0, out of the loss) leading chunks; empty captions "
-        "for classifier-free guidance; AdamW, linear warm-up then constant rate; EMA weights shipped.", "",
+        "for classifier-free guidance; AdamW with linear warm-up (and, with `lr_decay_steps`, a linear decay to zero "
+        "at the last step); EMA weights shipped.", "",
         "```json", json.dumps(recipe, indent=1), "```", "",
         f"Trained {log['step']:,} steps (batch {config['batch_size']}) in {log['train_seconds']:.0f} s on "
         f"{log['device']}, in device commands of at most 10 minutes. Each one after the first warm-started from the "

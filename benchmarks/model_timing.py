@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from swiftdit.pipelines import load_pipeline
+from swiftdit.pipelines import EMBEDDED_MODEL_DIR, load_pipeline
 from swiftdit.pipelines.pipeline_moving_shapes import GENERATION_MODES
 
 PROMPT = "a red circle moving right on a black background"
@@ -61,9 +61,11 @@ def main() -> None:
                             "all_s": seconds})
             print(dtype_name, mode, f"median {statistics.median(seconds):.3f} s", flush=True)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu, {torch.get_num_threads()} threads"
+    model_step = json.loads((EMBEDDED_MODEL_DIR / "training_log.json").read_text())["step"]
     # The machine may be shared: the 1-minute load average before and after says how busy it was.
     args.output.write_text(json.dumps({"device": device, "num_inference_steps": args.num_inference_steps,
                                        "guidance_scale": args.guidance_scale, "runs": results,
+                                       "model_step": model_step,
                                        "load_average_before_after": [load_before[0], os.getloadavg()[0]]},
                                       indent=1))
 
