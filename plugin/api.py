@@ -9,7 +9,7 @@ import torch
 
 from .adapters import adapter_for, supported_model_classes
 from .adapters.registry import find_adapter
-from .methods import available_methods, build_method
+from .methods import build_method
 from .runtime import EfficientAttentionSession, wrap_pipeline_call
 
 _SESSION_ATTR = "_swiftdit_session"

@@ -5,7 +5,7 @@ import torch
 from diffusers import FirstBlockCacheConfig, TaylorSeerCacheConfig
 from torch._dynamo.utils import counters
 
-import swiftdit
+import swiftdit  # noqa: F401  (importing it gives pipelines enable_efficient_attention)
 from tiny_pipelines import TINY_PIPELINES, run
 
 
