@@ -14,7 +14,6 @@ import torch
 
 from .naive import (
     block_mask_to_index_table,
-    block_sparse_attention_masked_sdpa,
     block_sparse_attention_reference,
     index_table_to_block_mask,
 )
@@ -95,20 +94,14 @@ def block_sparse_attention(
 
     Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32; rows with no key give zeros and -inf.
     Both outputs are differentiable (q, k, v, text_k, text_v) on either backend. With return_lse=False the
-    LSE may be None: off the Triton path the output then comes from PyTorch's fused SDPA with the token mask.
+    LSE may be None: the reference then computes the output with PyTorch's fused SDPA and the token mask.
     """
     check_block_sparse_inputs(q, k, v, kv_indices, kv_counts, block_size, text_k, text_v, text_key_mask, element_mask)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if not uses_triton(q, block_size, backend):
-        if not return_lse:
-            out = block_sparse_attention_masked_sdpa(
-                q, k, v, kv_indices, kv_counts, block_size, text_k=text_k, text_v=text_v,
-                text_key_mask=text_key_mask, element_mask=element_mask, scale=scale,
-            )
-            return out, None
         return block_sparse_attention_reference(
             q, k, v, kv_indices, kv_counts, block_size, text_k=text_k, text_v=text_v,
-            text_key_mask=text_key_mask, element_mask=element_mask, scale=scale,
+            text_key_mask=text_key_mask, element_mask=element_mask, scale=scale, return_lse=return_lse,
         )
     from .triton_ops import BlockSparseAttentionFunction
 
@@ -120,7 +113,6 @@ def block_sparse_attention(
 
 __all__ = [
     "block_sparse_attention",
-    "block_sparse_attention_masked_sdpa",
     "block_sparse_attention_reference",
     "block_mask_to_index_table",
     "check_block_sparse_inputs",

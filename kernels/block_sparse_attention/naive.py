@@ -49,18 +49,26 @@ def block_sparse_attention_reference(
     text_key_mask: torch.Tensor | None = None,
     element_mask: torch.Tensor | None = None,
     scale: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    return_lse: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Block-sparse attention.
 
     q, k, v: (B, H, N, D) visual tokens. kv_indices: int (B|1, H|1, ceil(N/block_size), maxK) key-block
     ids per query block (entries beyond kv_counts are ignored); kv_counts: (B|1, H|1, nQ).
     text_k, text_v: (B, H, L, D) keys/values every query attends to; text_key_mask: (B, L) bool, False =
     padding. element_mask: (B|1, H|1, N, N) bool applied inside kept blocks.
-    Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32 (natural log).
+    Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32 (natural log); lse is None with
+    return_lse=False, which takes PyTorch's fused SDPA instead of the explicit softmax.
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     keys, values, mask = keys_values_and_token_mask(q, k, v, kv_indices, kv_counts, block_size, text_k, text_v,
                                                     text_key_mask, element_mask)
+    if not return_lse:
+        # Same output through PyTorch's fused SDPA with the token mask: it saves no work (the mask only hides
+        # pairs) but on the CPU it is several times faster than the explicit float32 softmax below.
+        out = torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
+        # A query with no key at all gets zeros, as below and in the kernels (SDPA would give NaN).
+        return torch.where(mask.any(-1, keepdim=True), out, torch.zeros((), dtype=out.dtype, device=out.device)), None
     scores = torch.matmul(q.float(), keys.float().transpose(-1, -2)) * scale
     scores = scores.masked_fill(~mask, float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)
@@ -91,28 +99,3 @@ def keys_values_and_token_mask(q, k, v, kv_indices, kv_counts, block_size, text_
         mask = torch.cat([mask, text_mask[:, None, None, :].expand(b, h, n, -1)], dim=-1)
     return keys, values, mask
 
-
-def block_sparse_attention_masked_sdpa(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    kv_indices: torch.Tensor,
-    kv_counts: torch.Tensor,
-    block_size: int,
-    *,
-    text_k: torch.Tensor | None = None,
-    text_v: torch.Tensor | None = None,
-    text_key_mask: torch.Tensor | None = None,
-    element_mask: torch.Tensor | None = None,
-    scale: float | None = None,
-) -> torch.Tensor:
-    """The same output as the reference through PyTorch's fused SDPA with the token mask, without the LSE.
-
-    It computes every pair (the mask only hides them), so it saves no work, but on the CPU the fused kernel
-    is several times faster than the explicit float32 softmax of the reference; used when no LSE is needed.
-    """
-    keys, values, mask = keys_values_and_token_mask(q, k, v, kv_indices, kv_counts, block_size, text_k, text_v,
-                                                    text_key_mask, element_mask)
-    out = torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
-    # A query with no key at all gets zeros, as in the reference and the kernels (SDPA would give NaN).
-    return torch.where(mask.any(-1, keepdim=True), out, torch.zeros((), dtype=out.dtype, device=out.device))
