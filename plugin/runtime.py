@@ -71,7 +71,7 @@ class StepTracker:
 
     def advance(self, timestep: torch.Tensor | None, explicit_step: int | None) -> tuple[int, int]:
         key = None
-        if timestep is not None:
+        if timestep is not None and explicit_step is None:  # reading the timestep is a device sync
             t = timestep.detach().flatten().float()
             # First value and sum: per-frame timesteps (diffusion forcing) change somewhere every step.
             key = tuple(torch.stack([t[0], t.sum()]).tolist())
