@@ -6,6 +6,11 @@ prompt adherence (colour, shape, direction by the project's detector) next to de
 attention density outside dense steps, and the relative error of each layer's attention output against
 exact attention on the same captured Q/K/V (first prompt and seed only).
 
+Videos are generated --batch-size (prompt, seed) requests per pipeline call, each request with its own
+seeded generator, so that every video starts from the noise an unbatched call with its seed draws and
+matches it up to the floating-point differences of batched kernels; the efficient methods plan a pattern
+per video from its own queries and keys.
+
     python benchmarks/bench_quality.py --out out/quality                   # 48 prompts x 2 seeds, 20 steps
     python benchmarks/bench_quality.py --quick --out out/quality-quick     # a small run that checks the harness
     ... --update-benchmarks                                                # rewrite the table in BENCHMARKS.md
@@ -34,7 +39,7 @@ from swiftdit.kernels.block_sparse_attention import block_sparse_attention_refer
 from swiftdit.pipelines import load_pipeline
 from swiftdit.pipelines.adherence import judge
 from swiftdit.pipelines.moving_shapes import held_out_prompts
-from swiftdit.render import RenderRequest, generate, psnr, ssim
+from swiftdit.render import RenderRequest, generate_batch, psnr, ssim
 
 # Aggressive settings: roughly 90% of key blocks dropped where the method has a density knob; the
 # authors' strongest published settings elsewhere (radial's decay 0.2 was used on Wan2.1-14B).
@@ -74,9 +79,14 @@ def settings(methods, dense_steps: int) -> list[Setting]:
 
 
 class AttentionErrorProbe:
-    """Relative error of each layer's efficient attention output against exact attention on the same inputs."""
+    """Relative error of each layer's efficient attention output against exact attention on the same inputs.
 
-    def __init__(self):
+    In a batched call only video `sample` of the batch is measured: its error is the one an unbatched call
+    of that video measures, and exact attention is computed for one video instead of the whole batch.
+    """
+
+    def __init__(self, sample: int = 0):
+        self.sample = sample
         self.errors: dict[str, list[float]] = {}
 
     def attach(self, pipe):
@@ -85,8 +95,9 @@ class AttentionErrorProbe:
 
         def measured_attend(inputs, pattern, call):
             out = original_attend(inputs, pattern, call)
-            exact = exact_visual_attention(inputs)
-            error = float((out.float() - exact.float()).norm() / exact.float().norm().clamp_min(1e-12))
+            measured = out[self.sample:self.sample + 1].float()
+            exact = exact_visual_attention(one_sample(inputs, self.sample)).float()
+            error = float((measured - exact).norm() / exact.norm().clamp_min(1e-12))
             self.errors.setdefault(call.layer_name, []).append(error)
             return out
 
@@ -97,9 +108,40 @@ class AttentionErrorProbe:
         return {layer: float(np.mean(values)) for layer, values in self.errors.items()}
 
 
+def one_sample(inputs, sample: int):
+    """The inputs of video `sample` of a batched attention call (tensors with a batch of 1 are shared)."""
+    def pick(tensor):
+        if tensor is None or tensor.shape[0] == 1:
+            return tensor
+        return tensor[sample:sample + 1]
+
+    return dataclasses.replace(inputs, q=pick(inputs.q), k=pick(inputs.k), v=pick(inputs.v),
+                               text_k=pick(inputs.text_k), text_v=pick(inputs.text_v),
+                               text_key_mask=pick(inputs.text_key_mask), visual_mask=pick(inputs.visual_mask))
+
+
+def per_video_density(session, batch_size: int) -> list[float | None]:
+    """Mean achieved density of each video of the session's last (batched) call, over its sparse calls.
+
+    The session's `density_summary()["mean_density"]` is the mean over every (video, head) of every call,
+    the batch's average; a video's own density is the mean over its heads of every call, a static pattern
+    (batch dim 1) counting for every video. With one video both are the same number. None when every call
+    ran dense.
+    """
+    records = session.stats.per_head()
+    if not records:
+        return [None] * batch_size
+    per_call = torch.stack([r["density"].float().mean(-1).expand(batch_size) for r in records])
+    return [float(value) for value in per_call.mean(0)]
+
+
+def batches(items: list, size: int) -> list[list]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
 def exact_visual_attention(inputs) -> torch.Tensor:
     """Dense attention of the visual queries over all visual and text keys, with the model's masks."""
-    b, h, n, _ = inputs.q.shape
+    n = inputs.q.shape[2]
     block = 64
     num_blocks = math.ceil(n / block)
     every_block = torch.arange(num_blocks, device=inputs.q.device).expand(1, 1, num_blocks, num_blocks)
@@ -121,34 +163,38 @@ def run(args) -> dict:
     requests = [RenderRequest(prompt, seed=seed, num_frames=args.frames, height=args.size, width=args.size,
                               num_inference_steps=args.steps, guidance_scale=args.guidance)
                 for prompt in prompts for seed in args.seeds]
+    request_batches = batches(requests, args.batch_size)
     swiftdit.disable_efficient_attention(pipe)
     dense = {}
-    for request in requests:
-        frames = generate(pipe, request).frames
-        dense[(request.prompt, request.seed)] = (frames, adherence(frames, request.prompt))
+    for batch in request_batches:
+        for request, generation in zip(batch, generate_batch(pipe, batch)):
+            dense[(request.prompt, request.seed)] = (generation.frames, adherence(generation.frames, request.prompt))
     records, summaries = [], []
     for setting in settings(args.methods, args.dense_steps):
         setting_records = []
-        for index, request in enumerate(requests):
+        for batch_index, batch in enumerate(request_batches):
             swiftdit.enable_efficient_attention(pipe, setting.method, **setting.options)
-            probe = AttentionErrorProbe() if index == 0 else None
+            probe = AttentionErrorProbe(sample=0) if batch_index == 0 else None  # the first prompt and seed
             if probe is not None:
                 probe.attach(pipe)
             try:
-                frames = generate(pipe, request).frames
-                density = swiftdit.attention_session(pipe).density_summary()["mean_density"]
+                generations = generate_batch(pipe, batch)
+                densities = per_video_density(swiftdit.attention_session(pipe), len(batch))
             finally:
                 swiftdit.disable_efficient_attention(pipe)
-            reference, _ = dense[(request.prompt, request.seed)]
-            record = {"method": setting.method, "setting": setting.name, "options": setting.options,
-                      "prompt": request.prompt, "seed": request.seed, "psnr": psnr(reference, frames),
-                      "ssim": ssim(reference, frames), "density": density,
-                      "adherence": adherence(frames, request.prompt)}
-            if probe is not None:
-                record["attention_relative_error"] = probe.per_layer()
-            setting_records.append(record)
-            print(f"{setting.label:22s} {request.prompt[:48]:48s} seed {request.seed}: PSNR {record['psnr']:.2f} dB, "
-                  f"density {density if density is None else round(density, 3)}", flush=True)
+            for index, (request, generation, density) in enumerate(zip(batch, generations, densities)):
+                frames = generation.frames
+                reference, _ = dense[(request.prompt, request.seed)]
+                record = {"method": setting.method, "setting": setting.name, "options": setting.options,
+                          "prompt": request.prompt, "seed": request.seed, "psnr": psnr(reference, frames),
+                          "ssim": ssim(reference, frames), "density": density,
+                          "adherence": adherence(frames, request.prompt)}
+                if probe is not None and index == probe.sample:
+                    record["attention_relative_error"] = probe.per_layer()
+                setting_records.append(record)
+                print(f"{setting.label:22s} {request.prompt[:48]:48s} seed {request.seed}: "
+                      f"PSNR {record['psnr']:.2f} dB, density {density if density is None else round(density, 3)}",
+                      flush=True)
         records += setting_records
         summaries.append(summarize(setting, setting_records))
     dense_adherence = adherence_rate([a for _, a in dense.values()])
@@ -159,7 +205,8 @@ def run(args) -> dict:
         "versions": versions(),
         "config": {"prompts": len(prompts), "seeds": args.seeds, "steps": args.steps, "frames": args.frames,
                    "dtype": args.dtype,
-                   "size": args.size, "guidance": args.guidance, "dense_steps": args.dense_steps},
+                   "size": args.size, "guidance": args.guidance, "dense_steps": args.dense_steps,
+                   "batch_size": args.batch_size},
         "dense_adherence": dense_adherence,
         "summaries": summaries,
         "records": records,
@@ -251,6 +298,17 @@ def update_benchmarks(table: str, path: Path) -> None:
     path.write_text(text)
 
 
+def positive_int(text: str) -> int:
+    """argparse type of --batch-size: argparse names the option in the error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 prompts, 1 seed, 3 steps, 8 frames at 64x64, 2 methods")
@@ -265,6 +323,8 @@ def parse_args(argv=None):
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
                         help="model dtype; the Triton kernels run for bfloat16/float16 on CUDA")
+    parser.add_argument("--batch-size", type=positive_int, default=32,
+                        help="(prompt, seed) requests per pipeline call (default 32); each keeps its own seed")
     parser.add_argument("--out", type=Path, default=Path("out/quality"))
     parser.add_argument("--update-benchmarks", action="store_true", help="rewrite the table in BENCHMARKS.md")
     if parser.parse_known_args(argv)[0].quick:  # smaller defaults; options given explicitly still win

@@ -58,6 +58,23 @@ class MovingShapesPipeline(DiffusionPipeline):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         return encode_prompts(self.tokenizer, self.text_encoder, prompts, self.tokenizer.model_max_length, device)
 
+    def prepare_latents(self, shape: tuple[int, ...], generator: torch.Generator | list[torch.Generator] | None,
+                        device: torch.device, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """The initial noise, float32 on `device` (or the given `latents`, checked and moved there).
+
+        As in diffusers' pipelines, a list of generators holds one per video (prompts x num_videos_per_prompt)
+        and video i's noise is drawn from generator i alone (`randn_tensor`), so a video of a batched call
+        starts from the noise an unbatched call with the same generator state draws.
+        """
+        if isinstance(generator, list) and len(generator) != shape[0]:
+            raise ValueError(f"option 'generator' is a list of {len(generator)} generators for {shape[0]} videos "
+                             "(prompts x num_videos_per_prompt); pass one generator per video or a single one")
+        if latents is None:
+            return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        if tuple(latents.shape) != tuple(shape):
+            raise ValueError(f"option 'latents' must be shaped {tuple(shape)}, got {tuple(latents.shape)}")
+        return latents.to(device=device, dtype=torch.float32)
+
     def check_inputs(self, num_frames, height, width, num_inference_steps, guidance_scale, generation_mode,
                      output_type):
         owner = type(self).__name__
@@ -114,11 +131,7 @@ class MovingShapesPipeline(DiffusionPipeline):
             negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_videos_per_prompt, dim=0).to(dtype)
 
         shape = (prompt_embeds.shape[0], self.transformer.config.in_channels, num_frames, height, width)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"option 'latents' must be shaped {shape}, got {tuple(latents.shape)}")
-        latents = latents.to(device=device, dtype=torch.float32)
+        latents = self.prepare_latents(shape, generator, device, latents)
 
         self._guidance_scale = guidance_scale
         guidance = guidance_scale if use_guidance else None

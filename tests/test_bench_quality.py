@@ -4,10 +4,13 @@ import importlib.util
 import json
 import math
 import pathlib
-
 import sys
 
+import numpy as np
 import pytest
+import torch
+
+from swiftdit.render import SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, ssim
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -65,3 +68,71 @@ def test_benchmarks_table_is_replaced_between_markers(bench_quality, quick_resul
     text = path.read_text()
     assert text.count(bench_quality.BENCHMARKS_BEGIN) == 1 and "kernel table" in text
     assert "| SPARSE | default" in text and "| sparse | default" not in text
+
+
+@pytest.fixture(scope="module")
+def batched_and_unbatched(bench_quality, tmp_path_factory):
+    """The same two requests (2 prompts x 1 seed) in one pipeline call and in one call each."""
+    common = ["--quick", "--prompts", "2", "--methods", "sparse"]
+    batched = bench_quality.main([*common, "--batch-size", "2", "--out", str(tmp_path_factory.mktemp("batched"))])
+    unbatched = bench_quality.main([*common, "--batch-size", "1", "--out", str(tmp_path_factory.mktemp("single"))])
+    return batched, unbatched
+
+
+def test_a_batched_record_equals_the_unbatched_record(batched_and_unbatched):
+    batched, unbatched = batched_and_unbatched
+    assert batched["config"]["batch_size"] == 2 and unbatched["config"]["batch_size"] == 1
+    assert batched["dense_adherence"] == unbatched["dense_adherence"]
+    assert len(batched["records"]) == len(unbatched["records"]) == 4  # 2 settings x 2 prompts
+    for b, u in zip(batched["records"], unbatched["records"]):
+        assert (b["method"], b["setting"], b["prompt"], b["seed"]) == (u["method"], u["setting"], u["prompt"], u["seed"])
+        assert b["psnr"] == pytest.approx(u["psnr"], abs=0.01)
+        assert b["ssim"] == pytest.approx(u["ssim"], abs=1e-4)
+        assert b["density"] == pytest.approx(u["density"], abs=1e-6)
+        assert b["adherence"] == u["adherence"]
+        # The probe measures the first prompt and seed only, in the first batch.
+        assert ("attention_relative_error" in b) == ("attention_relative_error" in u)
+        for layer, error in u.get("attention_relative_error", {}).items():
+            assert b["attention_relative_error"][layer] == pytest.approx(error, rel=1e-3, abs=1e-6)
+    assert [("attention_relative_error" in r) for r in batched["records"]] == [True, False, True, False]
+    # Each video of a batch has its own pattern: the two prompts' densities are not one batch average.
+    densities = [r["density"] for r in batched["records"] if r["setting"] == "default"]
+    assert densities[0] != densities[1]
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "two", "1.5"])
+def test_batch_size_must_be_a_positive_integer(bench_quality, capsys, value):
+    with pytest.raises(SystemExit) as error:
+        bench_quality.parse_args(["--batch-size", value])
+    assert error.value.code == 2
+    assert "--batch-size" in capsys.readouterr().err
+
+
+def test_batch_size_defaults_to_32_and_quick_keeps_it(bench_quality):
+    assert bench_quality.parse_args([]).batch_size == 32
+    assert bench_quality.parse_args(["--quick", "--batch-size", "4"]).batch_size == 4
+
+
+@pytest.mark.parametrize("shape", [(4, 64, 64, 3), (2, 20, 13, 3), (3, 8, 8, 3)])
+def test_ssim_equals_the_gaussian_window_conv2d_definition(shape):
+    """render.ssim filters with banded matrices; the result is SSIM as a conv2d with the 11x11 window gives."""
+    rng = np.random.default_rng(0)
+    reference = rng.random(shape, dtype=np.float32)
+    test = np.clip(reference + 0.2 * rng.standard_normal(shape, dtype=np.float32), 0, 1)
+    x, y = (torch.as_tensor(v, dtype=torch.float64).permute(0, 3, 1, 2).reshape(-1, 1, *shape[1:3])
+            for v in (reference, test))
+    size = min(SSIM_WINDOW, *shape[1:3])
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    gauss = torch.exp(-coords**2 / (2 * SSIM_SIGMA**2))
+    gauss /= gauss.sum()
+    window = (gauss[:, None] * gauss[None, :])[None, None]
+
+    def mean(t):
+        return torch.nn.functional.conv2d(t, window)
+
+    mu_x, mu_y = mean(x), mean(y)
+    var_x, var_y, cov = mean(x * x) - mu_x**2, mean(y * y) - mu_y**2, mean(x * y) - mu_x * mu_y
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    expected = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    assert ssim(reference, test) == pytest.approx(float(expected.mean()), abs=1e-12)
+    assert ssim(reference, reference) == pytest.approx(1.0, abs=1e-12)
