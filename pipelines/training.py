@@ -259,6 +259,7 @@ def train(config: TrainingConfig, output_dir: Path, *, max_steps: int, time_limi
         accelerator.register_for_checkpointing(stateful)
     if checkpoint_dir.is_dir():
         accelerator.load_state(str(checkpoint_dir))
+        ema.to(accelerator.device)  # the EMA's saved state loads onto the CPU
         accelerator.print(f"resumed at step {progress.step} after {progress.train_seconds:.0f} s of training")
 
     unwrapped = accelerator.unwrap_model(model)
@@ -297,6 +298,11 @@ def train(config: TrainingConfig, output_dir: Path, *, max_steps: int, time_limi
     return progress
 
 
+# Recipe options a run may change from the command line (a warm-started fine-tune reweights the training modes).
+COMMAND_LINE_OPTIONS = ("seed", "batch_size", "learning_rate", "warmup_steps", "lr_decay_steps",
+                        "chunk_causal_fraction", "independent_chunk_noise_fraction", "clean_context_fraction")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", type=Path, required=True, help="checkpoint, log and exported pipeline")
@@ -306,11 +312,11 @@ def main() -> None:
                         help="exported pipeline to warm-start from when OUTPUT holds no checkpoint")
     parser.add_argument("--max-steps", type=int, default=1_000_000)
     parser.add_argument("--time-limit-s", type=float, default=math.inf, help="stop after this long in this run")
-    parser.add_argument("--lr-decay-steps", type=int, default=TrainingConfig.lr_decay_steps)
-    parser.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
-    parser.add_argument("--seed", type=int, default=TrainingConfig.seed)
+    for name in COMMAND_LINE_OPTIONS:
+        default = getattr(TrainingConfig, name)
+        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     args = parser.parse_args()
-    config = TrainingConfig(batch_size=args.batch_size, seed=args.seed, lr_decay_steps=args.lr_decay_steps)
+    config = TrainingConfig(**{name: getattr(args, name) for name in COMMAND_LINE_OPTIONS})
     train(config, args.output_dir, max_steps=args.max_steps, time_limit_s=args.time_limit_s,
           export_dir=args.export_dir, init_from=args.init_from)
 
