@@ -55,10 +55,25 @@ class BlockPattern:
     def density_per_head(self) -> torch.Tensor:
         """Density per (batch, head) as a float tensor (B or 1, H or 1)."""
         if self.element_mask is not None:
-            return self.to_element_mask().to(torch.float64).mean(dim=(-2, -1))
+            return self._element_density_per_head()
         sizes = block_sizes(self.num_tokens, self.block_size, self.block_mask.device).to(torch.float64)
         pair_area = sizes[:, None] * sizes[None, :]
         return (self.block_mask.to(torch.float64) * pair_area).sum(dim=(-2, -1)) / (self.num_tokens**2)
+
+    def _element_density_per_head(self, rows_per_slice: int = 4096) -> torch.Tensor:
+        """Kept pairs under the element mask, counted a slice of query rows at a time: at 720p one (N, N)
+        temporary would be tens of gigabytes."""
+        n, block = self.num_tokens, self.block_size
+        rows_per_slice = max(block, rows_per_slice // block * block)
+        kept = torch.zeros(torch.broadcast_shapes(self.block_mask.shape[:2], self.element_mask.shape[:2]),
+                           dtype=torch.int64, device=self.block_mask.device)
+        for start in range(0, n, rows_per_slice):
+            stop = min(start + rows_per_slice, n)
+            blocks = self.block_mask[..., start // block:(stop + block - 1) // block, :]
+            rows = blocks.repeat_interleave(block, dim=-2)[..., : stop - start, :]
+            rows = rows.repeat_interleave(block, dim=-1)[..., :n]
+            kept += (rows & self.element_mask[..., start:stop, :]).sum(dim=(-2, -1))
+        return kept.to(torch.float64) / (n * n)
 
     def to_index_table(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(kv_block_indices, counts) per (batch, head, query block), the kernels' input format.
