@@ -20,7 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
+import traceback
 
 import numpy as np
 import torch
@@ -87,6 +91,25 @@ def flatness(measured: dict, key: str, start_frame: int) -> float | None:
     return float(np.abs(tail / tail.mean() - 1).max())
 
 
+def median_flatness(measured: dict, key: str, start_frame: int) -> float | None:
+    """Largest relative deviation from the median of a running median over 5 windows (outliers filtered)."""
+    tail = steady(measured, key, start_frame)
+    if len(tail) < 5 or not np.median(tail):
+        return None
+    running = np.array([np.median(tail[i:i + 5]) for i in range(len(tail) - 4)])
+    return float(np.abs(running / np.median(tail) - 1).max())
+
+
+def trend(measured: dict, key: str, start_frame: int) -> float | None:
+    """Mean of the last quarter of the windows past `start_frame` over the mean of the first quarter, minus 1:
+    growth with the stream's length, which single slow windows (a collector pause) hardly move."""
+    tail = steady(measured, key, start_frame)
+    quarter = len(tail) // 4
+    if quarter == 0 or not tail[:quarter].mean():
+        return None
+    return float(tail[-quarter:].mean() / tail[:quarter].mean() - 1)
+
+
 def segment_drift(frames: np.ndarray, prompt: str) -> list[dict]:
     """Per 16-frame segment: background colour error (RGB distance in [0, 1] units) and object pixel count."""
     expected = parse_caption(prompt)
@@ -101,41 +124,104 @@ def segment_drift(frames: np.ndarray, prompt: str) -> list[dict]:
     return segments
 
 
-def bench_embedded(args, device: torch.device) -> dict:
-    pipe = load_pipeline(device=device)
+def embedded_setup(args, pipe) -> tuple[dict, int, int, int]:
+    """Stream options shared by every embedded run, the sink and window sizes, and a chunk in video frames."""
     chunk = pipe.config.chunk_latent_frames
     video_chunk = chunk * pipe.transformer.config.patch_size[0]
-    prompts = held_out_prompts()[: args.prompts]
     # A span of the training clip: one sink chunk, and a window filling the rest beside the chunk in flight.
     training_latent_frames = SEGMENT_FRAMES // pipe.transformer.config.patch_size[0]
     sink, window = chunk, training_latent_frames - 2 * chunk
     common = dict(num_frames=args.frames, chunk_frames=chunk, num_inference_steps=args.embedded_steps,
                   guidance_scale=args.guidance_scale)
-    result = {"config": dict(common, sink_frames=sink, window_frames=window, schedules=args.schedules),
-              "streams": []}
+    return common, sink, window, video_chunk
+
+
+def sink_variants(sink: int, window: int) -> tuple[tuple[str, int, int], ...]:
+    """The attention-sink cache and a no-sink sliding window of the same span."""
+    return ("sink", sink, window), ("no_sink", 0, sink + window)
+
+
+def bench_embedded_timing(args, device: torch.device) -> dict:
+    """Time per frame and peak memory of one stream per schedule and cache, alone on the device."""
+    pipe = load_pipeline(device=device)
+    pipe.set_progress_bar_config(disable=True)
+    common, sink, window, video_chunk = embedded_setup(args, pipe)
+    prompt = held_out_prompts()[0]
+    timing = {}
     for schedule in args.schedules:
-        for index, prompt in enumerate(prompts):
+        for name, sink_frames, window_frames in sink_variants(sink, window):
+            measured = timed_stream(stream_video(pipe, prompt, sink_frames=sink_frames, window_frames=window_frames,
+                                                 schedule=schedule, generator=torch.Generator(device).manual_seed(0),
+                                                 **common), device, video_chunk)
+            timing[f"{schedule}/{name}"] = {
+                "prompt": prompt,
+                "time_flatness": flatness(measured, "seconds_per_frame", FLAT_FROM_FRAME),
+                "memory_flatness": flatness(measured, "peak_bytes", FLAT_FROM_FRAME),
+                "time_trend": trend(measured, "seconds_per_frame", FLAT_FROM_FRAME),
+                "memory_trend": trend(measured, "peak_bytes", FLAT_FROM_FRAME),
+                "median_time_flatness": median_flatness(measured, "seconds_per_frame", FLAT_FROM_FRAME),
+                "steady_ms_per_frame": float(steady(measured, "seconds_per_frame", FLAT_FROM_FRAME).mean() * 1e3),
+                "ms_per_frame_by_window": [round(float(x) * 1e3, 3) for x in measured["seconds_per_frame"]],
+                "peak_mib_by_window": [round(float(x) / 2**20, 2) for x in measured["peak_bytes"]],
+                "window_start_frames": measured["window_start_frames"].tolist(),
+            }
+            print(f"timing {schedule}/{name}: {timing[f'{schedule}/{name}']['steady_ms_per_frame']:.2f} ms/frame, "
+                  f"time flatness {timing[f'{schedule}/{name}']['time_flatness']}, "
+                  f"memory flatness {timing[f'{schedule}/{name}']['memory_flatness']}", flush=True)
+    return {"config": dict(common, sink_frames=sink, window_frames=window), "timing": timing}
+
+
+def bench_embedded_streams(args, device: torch.device, prompt_indices: list[int]) -> list[dict]:
+    """Adherence at the end, drift over time and a prompt switch, per (schedule, prompt)."""
+    pipe = load_pipeline(device=device)
+    pipe.set_progress_bar_config(disable=True)
+    common, sink, window, video_chunk = embedded_setup(args, pipe)
+    prompts = held_out_prompts()[: args.prompts]
+    rows = []
+    for schedule in args.schedules:
+        for index in prompt_indices:
+            prompt = prompts[index]
             row = {"schedule": schedule, "prompt": prompt}
-            for name, sink_frames, window_frames in (("sink", sink, window), ("no_sink", 0, sink + window)):
-                generator = torch.Generator(device).manual_seed(index)
-                measured = timed_stream(stream_video(pipe, prompt, sink_frames=sink_frames, window_frames=window_frames,
-                                                     schedule=schedule, generator=generator, **common),
-                                        device, video_chunk)
-                frames = measured["frames"]
+            for name, sink_frames, window_frames in sink_variants(sink, window):
+                frames = np.stack(list(stream_video(pipe, prompt, sink_frames=sink_frames, window_frames=window_frames,
+                                                    schedule=schedule,
+                                                    generator=torch.Generator(device).manual_seed(index), **common)))
                 last = judge(frames[-SEGMENT_FRAMES:], prompt)
-                row[name] = {
-                    "last_16": {"color": last.color, "direction": last.direction, "shape": last.shape},
-                    "time_flatness": flatness(measured, "seconds_per_frame", FLAT_FROM_FRAME),
-                    "memory_flatness": flatness(measured, "peak_bytes", FLAT_FROM_FRAME),
-                    "steady_ms_per_frame": float(steady(measured, "seconds_per_frame", FLAT_FROM_FRAME).mean() * 1e3),
-                    "drift": segment_drift(frames, prompt),
-                }
+                row[name] = {"last_16": {"color": last.color, "direction": last.direction, "shape": last.shape},
+                             "drift": segment_drift(frames, prompt)}
             row["switch"] = bench_switch(pipe, prompt, prompts[(index + 1) % len(prompts)], schedule, video_chunk,
-                                         common, sink, window, device, index)
-            result["streams"].append(row)
+                                         dict(common, num_frames=args.switch_frames), sink, window, device, index)
+            rows.append(row)
             print(json.dumps({k: row[k] for k in ("schedule", "prompt")} | {
                 n: row[n]["last_16"] for n in ("sink", "no_sink")} | {"switch": row["switch"]}), flush=True)
-    result["summary"] = summarize(result["streams"])
+    return rows
+
+
+def bench_embedded(args, device: torch.device) -> dict:
+    """Timing alone first (so that nothing else shares the device), then the streams, spread over
+    `--workers` processes: each stream of this small model is bound by kernel launches, not by the GPU."""
+    result = bench_embedded_timing(args, device)
+    shards = [list(range(args.prompts))[worker::args.workers] for worker in range(args.workers)]
+    if args.workers == 1:
+        streams = bench_embedded_streams(args, device, shards[0])
+    else:
+        # Shard files go to a scratch folder: the device machine hands back only 8 files from --out.
+        scratch = tempfile.mkdtemp(prefix="bench_rolling_")
+        processes = []
+        for worker, shard in enumerate(shards):
+            shard_file = os.path.join(scratch, f"embedded_shard_{worker}.json")
+            command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--shard", *map(str, shard),
+                       "--shard-file", shard_file]
+            processes.append((subprocess.Popen(command), shard_file))
+        streams = []
+        for process, shard_file in processes:
+            if process.wait() != 0:
+                raise RuntimeError(f"embedded stream worker failed with exit code {process.returncode}")
+            with open(shard_file) as file:
+                streams += json.load(file)
+    result["config"]["switch_frames"] = args.switch_frames
+    result["streams"] = sorted(streams, key=lambda row: (row["schedule"], row["prompt"]))
+    result["summary"] = summarize(result["streams"], result["timing"])
     return result
 
 
@@ -150,7 +236,7 @@ def bench_switch(pipe, prompt, new_prompt, schedule, video_chunk, common, sink, 
             "detected_background": detect(frames[switch_frame:switch_frame + 2 * video_chunk]).background}
 
 
-def summarize(streams: list[dict]) -> dict:
+def summarize(streams: list[dict], timing: dict) -> dict:
     summary = {}
     for schedule in sorted({row["schedule"] for row in streams}):
         rows = [row for row in streams if row["schedule"] == schedule]
@@ -159,9 +245,17 @@ def summarize(streams: list[dict]) -> dict:
             both = [r[name]["last_16"]["color"] and r[name]["last_16"]["direction"] for r in rows]
             entry[name] = {
                 "last_16_color_and_direction": sum(both) / len(rows),
-                "worst_time_flatness": max((r[name]["time_flatness"] or 0) for r in rows),
-                "worst_memory_flatness": max((r[name]["memory_flatness"] or 0) for r in rows),
+                "last_16_color": sum(r[name]["last_16"]["color"] for r in rows) / len(rows),
+                "last_16_direction": sum(r[name]["last_16"]["direction"] for r in rows) / len(rows),
+                "time_flatness": timing[f"{schedule}/{name}"]["time_flatness"],
+                "median_time_flatness": timing[f"{schedule}/{name}"]["median_time_flatness"],
+                "time_trend": timing[f"{schedule}/{name}"]["time_trend"],
+                "memory_trend": timing[f"{schedule}/{name}"]["memory_trend"],
+                "memory_flatness": timing[f"{schedule}/{name}"]["memory_flatness"],
+                "steady_ms_per_frame": timing[f"{schedule}/{name}"]["steady_ms_per_frame"],
+                "first_background_error": float(np.mean([r[name]["drift"][0]["background_error"] for r in rows])),
                 "final_background_error": float(np.mean([r[name]["drift"][-1]["background_error"] for r in rows])),
+                "first_object_pixels": float(np.mean([r[name]["drift"][0]["object_pixels"] for r in rows])),
                 "final_object_pixels": float(np.mean([r[name]["drift"][-1]["object_pixels"] for r in rows])),
             }
         entry["switch_color_and_direction_within_2_chunks"] = sum(
@@ -208,24 +302,40 @@ def main():
     parser.add_argument("--schedules", nargs="+", default=["chunked", "rolling"], choices=["chunked", "rolling"])
     parser.add_argument("--embedded-steps", type=int, default=8)
     parser.add_argument("--guidance-scale", type=float, default=4.0)
+    parser.add_argument("--switch-frames", type=int, default=128,
+                        help="length of each prompt-switch stream (the switch comes half way)")
+    parser.add_argument("--workers", type=int, default=1, help="processes sharing the embedded streams")
+    parser.add_argument("--shard", type=int, nargs="+", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--shard-file", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--wan-latent-frames", type=int, default=240)
     parser.add_argument("--wan-height", type=int, default=480)
     parser.add_argument("--wan-width", type=int, default=832)
     args = parser.parse_args()
     if args.quick:
-        args.frames, args.prompts, args.wan_latent_frames = 96, 2, 12
+        args.frames, args.prompts, args.switch_frames, args.wan_latent_frames = 96, 2, 32, 12
         args.wan_height, args.wan_width = 128, 128
+    for name in ("frames", "prompts", "switch_frames", "workers", "embedded_steps", "wan_latent_frames"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     os.makedirs(args.out, exist_ok=True)
+    if args.shard is not None:  # a worker process of bench_embedded
+        with open(args.shard_file, "w") as file:
+            json.dump(bench_embedded_streams(args, device, args.shard), file)
+        return
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "quick": args.quick}
-    if "embedded" in args.parts:
-        results["embedded"] = bench_embedded(args, device)
-        print(json.dumps(results["embedded"]["summary"], indent=1), flush=True)
-    if "wan" in args.parts:
-        results["wan"] = bench_wan(args, device)
-        print(json.dumps(results["wan"], indent=1), flush=True)
-    with open(os.path.join(args.out, "rolling.json"), "w") as file:
-        json.dump(results, file, indent=1)
+    # Each part's results are written as soon as it ends, so that a run cut short keeps what it measured.
+    for part in ("wan", "embedded"):
+        if part not in args.parts:
+            continue
+        try:
+            results[part] = bench_wan(args, device) if part == "wan" else bench_embedded(args, device)
+        except Exception as error:  # recorded, so that the other part still runs
+            traceback.print_exc()
+            results[part] = {"error": repr(error)}
+        print(json.dumps(results[part].get("summary", results[part]), indent=1), flush=True)
+        with open(os.path.join(args.out, "rolling.json"), "w") as file:
+            json.dump(results, file, indent=1)
 
 
 if __name__ == "__main__":
