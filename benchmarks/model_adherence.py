@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--modes", nargs="+", default=list(GENERATION_MODES), choices=GENERATION_MODES)
-    parser.add_argument("--num-inference-steps", type=int, default=20)
+    parser.add_argument("--num-inference-steps", type=int, default=30, help="the pipeline default")
     parser.add_argument("--guidance-scale", type=float, default=4.0)
     args = parser.parse_args()
 

@@ -99,7 +99,7 @@ def draw_maps(mean_maps: list[torch.Tensor], path: Path, cell_pixels: int = 4, g
         for head in range(heads):
             log_mass = maps[head].clamp(min=1e-6).log()
             scaled = (log_mass - log_mass.min()) / (log_mass.max() - log_mass.min()).clamp(min=1e-6)
-            tile = Image.fromarray((scaled.numpy() * 255).astype(np.uint8)).resize((side, side), Image.NEAREST)
+            tile = Image.fromarray((scaled.cpu().numpy() * 255).astype(np.uint8)).resize((side, side), Image.NEAREST)
             image.paste(tile.convert("RGB"), (label_width + head * (side + gap), top))
     image.save(path)
 

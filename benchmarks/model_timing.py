@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--modes", nargs="+", default=list(GENERATION_MODES), choices=GENERATION_MODES)
     parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=DTYPES)
-    parser.add_argument("--num-inference-steps", type=int, default=20)
+    parser.add_argument("--num-inference-steps", type=int, default=30, help="the pipeline default")
     parser.add_argument("--guidance-scale", type=float, default=4.0)
     args = parser.parse_args()
     if args.threads is not None:

@@ -99,7 +99,7 @@ class MovingShapesPipeline(DiffusionPipeline):
         num_frames: int = 16,
         height: int = 64,
         width: int = 64,
-        num_inference_steps: int = 20,
+        num_inference_steps: int = 30,
         guidance_scale: float = 4.0,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
