@@ -1,10 +1,7 @@
 """The quality harness (benchmarks/bench_quality.py) at a tiny size: it measures what it says, no speed."""
 
-import importlib.util
 import json
 import math
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -12,16 +9,12 @@ import torch
 
 from swiftdit.render import SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, ssim
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench_quality():
-    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "benchmarks" / "bench_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_quality")
 
 
 @pytest.fixture(scope="module")

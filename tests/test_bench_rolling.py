@@ -1,21 +1,15 @@
 """The rolling benchmark's statistics (benchmarks/bench_rolling.py): what flatness, trend and the summary say
 about known series. The streams themselves are tested in tests/test_rolling_*.py; no speed is asserted."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench_rolling():
-    spec = importlib.util.spec_from_file_location("bench_rolling", ROOT / "benchmarks" / "bench_rolling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_rolling")
 
 
 def measured(values, period=4):

@@ -2,24 +2,17 @@
 written, the ideal is computed from the measured parts, and the plot mode draws a PNG. Nothing about speed
 is asserted: these are tiny models on a CPU."""
 
-import importlib.util
 import json
 import math
-import pathlib
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench_speed():
-    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "benchmarks" / "bench_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_speed")
 
 
 @pytest.fixture(scope="module")
