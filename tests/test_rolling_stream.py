@@ -148,6 +148,19 @@ def test_prompt_switch_rebuilds_the_cache_under_the_new_prompt(pipe):
     assert not all(torch.allclose(keys[name], stale[name], atol=1e-4) for name in keys)
 
 
+def test_rolling_switch_drains_the_chunks_in_flight_first(pipe):
+    """Under "rolling" the chunks started before a switch finish under the old prompt (bit-identical to a
+    stream without the switch) and the new prompt starts from a re-cached history."""
+    switch_frame = 8  # the start of chunk 2, entering while chunks 0 and 1 are still in flight
+    plain = stream(pipe, schedule="rolling")
+    switched = stream(pipe, prompt=[(0, PROMPT), (switch_frame, OTHER_PROMPT)], schedule="rolling")
+    plain_frames, switched_frames = np.stack(list(plain.frames())), np.stack(list(switched.frames()))
+    np.testing.assert_array_equal(plain_frames[:switch_frame], switched_frames[:switch_frame])
+    assert not np.array_equal(plain_frames[switch_frame:], switched_frames[switch_frame:])
+    assert switched.applied_prompts == [(0, PROMPT), (switch_frame, OTHER_PROMPT)]
+    assert_cache_written_under(pipe, switched, OTHER_PROMPT)
+
+
 def test_live_prompt_switch_acts_as_a_scheduled_switch_at_the_next_chunk(pipe):
     switch_frame = 8  # the start of chunk 2, the next to enter while chunk 1's frames are handed out
     scheduled = stream(pipe, prompt=[(0, PROMPT), (switch_frame, OTHER_PROMPT)])
