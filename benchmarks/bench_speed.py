@@ -44,7 +44,6 @@ import contextlib
 import csv
 import datetime
 import gc
-import importlib.util
 import json
 import math
 import platform
@@ -62,23 +61,11 @@ from swiftdit.methods import available_methods, method_class, register_method
 from swiftdit.methods.base import attend_with_pattern
 from swiftdit.methods.radial import RadialAttention
 
-BENCH_DIR = Path(__file__).resolve().parent
-
-
-def _load_benchmark(name: str):
-    """Import a sibling benchmark script as a module (benchmarks/ is not a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 # The quality benchmark's aggressive settings and the rolling benchmark's Wan2.1-1.3B config: one source each.
-AGGRESSIVE: dict = _load_benchmark("bench_quality").AGGRESSIVE
-WAN_13B: dict = _load_benchmark("bench_rolling").WAN_13B
+# (benchmarks/ is on sys.path when a script of it runs, and the tests put it there.)
+from bench_quality import AGGRESSIVE  # noqa: E402
+from bench_rolling import WAN_13B  # noqa: E402
+
 WAN_TEXT_TOKENS = 512
 METHODS = tuple(AGGRESSIVE)
 # HunyuanVideo-T2V: diffusers' HunyuanVideoTransformer3DModel defaults are the released 13B config.

@@ -1,6 +1,6 @@
 """Import a script of benchmarks/ (not a package) as a module, for the tests of the benchmark harnesses."""
 
-import importlib.util
+import importlib
 import pathlib
 import sys
 
@@ -8,11 +8,8 @@ BENCHMARKS_DIR = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load_benchmark(name: str):
-    """benchmarks/<name>.py as module `name`; registered in sys.modules, where dataclasses look it up."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/<name>.py as module `name`. Its folder goes on sys.path, as when the script runs, so that
+    the scripts can import each other."""
+    if str(BENCHMARKS_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS_DIR))
+    return importlib.import_module(name)
