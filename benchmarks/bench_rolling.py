@@ -1,7 +1,9 @@
 """Rolling generation benchmark (issue 6): long streams of the embedded model, and Wan2.1-1.3B throughput.
 
 Embedded model (assets/embedded_model), `--frames` frames per stream (default 512, 32x its training length):
-- time per frame and peak memory per chunk, and their largest deviation from the mean past frame 64;
+- time per frame and peak memory per chunk past frame 64, from one stream per schedule and cache run alone:
+  the largest deviation of one chunk's window from the mean, the deviation of a running median, and the
+  trend (last quarter against first quarter);
 - adherence on the last 16 frames (pipelines/adherence.py: colour and direction), one stream per prompt;
 - drift over time against a no-sink sliding window of the same span: background colour error and object
   pixel count per 16-frame segment;
@@ -10,7 +12,8 @@ Wan2.1-T2V-1.3B architecture at random weights (speed does not depend on the wei
 chunks, 4 steps, 3 sink + 6 window latent frames (a 12-frame span with the chunk), bf16, frames counted after
 decoding with AutoencoderKLWan at Wan2.1's config, over `--wan-latent-frames` latent frames (default 240).
 
-    python benchmarks/bench_rolling.py --out bench_out            # the full set (needs a GPU)
+    python benchmarks/bench_rolling.py --out bench_out --workers 12   # the full set (needs a GPU; the
+                                                                      # per-prompt streams in 12 processes)
     python benchmarks/bench_rolling.py --out bench_out --quick    # a few prompts, short streams, a 2-layer Wan
 Results go to <out>/rolling.json.
 """
