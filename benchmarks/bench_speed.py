@@ -57,6 +57,7 @@ import swiftdit
 import torch
 import torch.nn.functional as F
 from swiftdit.adapters import adapter_for
+from swiftdit.intercept import register_attention_backend
 from swiftdit.methods import available_methods, method_class, register_method
 from swiftdit.methods.base import attend_with_pattern
 from swiftdit.methods.radial import RadialAttention
@@ -126,27 +127,6 @@ _START = time.perf_counter()
 # ------------------------------------------------------------------------------------------------ backends
 
 
-def _register_backend(value: str, function) -> None:
-    """Add a member to diffusers' AttentionBackendName and register `function` for it (as swiftdit's
-    intercept.py does for its own backend; diffusers has no public API for third-party backends)."""
-    from diffusers.models.attention_dispatch import (
-        AttentionBackendName,
-        _AttentionBackendRegistry,
-    )
-
-    if value in AttentionBackendName._value2member_map_:
-        _AttentionBackendRegistry._backends[AttentionBackendName(value)] = function
-        return
-    name = value.upper()
-    member = str.__new__(AttentionBackendName, value)
-    member._name_, member._value_ = name, value
-    setattr(AttentionBackendName, name, member)
-    AttentionBackendName._member_map_[name] = member
-    AttentionBackendName._member_names_.append(name)
-    AttentionBackendName._value2member_map_[value] = member
-    _AttentionBackendRegistry.register(member)(function)
-
-
 NO_ATTENTION_BACKEND = "swiftdit_bench_no_attention"
 SAGE_BACKEND = "swiftdit_bench_sage"
 UNMASKED_NATIVE_BACKEND = "swiftdit_bench_native_unmasked"
@@ -188,9 +168,9 @@ def _sage(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, sca
 
 
 def register_backends() -> None:
-    _register_backend(NO_ATTENTION_BACKEND, _no_attention)
-    _register_backend(SAGE_BACKEND, _sage)
-    _register_backend(UNMASKED_NATIVE_BACKEND, _native_unmasked)
+    register_attention_backend(NO_ATTENTION_BACKEND, _no_attention)
+    register_attention_backend(SAGE_BACKEND, _sage)
+    register_attention_backend(UNMASKED_NATIVE_BACKEND, _native_unmasked)
 
 
 @contextlib.contextmanager

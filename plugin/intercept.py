@@ -33,25 +33,36 @@ class UnsupportedCall(Exception):
     """This attention call cannot be sparsified exactly; it runs dense instead."""
 
 
-def ensure_backend_registered() -> None:
-    """Inject "swiftdit" into diffusers' AttentionBackendName and register the backend function once.
+def register_attention_backend(value: str, function, *, supports_context_parallel: bool = False) -> None:
+    """Add `value` to diffusers' AttentionBackendName (once) and register `function` as its backend.
 
     diffusers has no public API for third-party backends; this adds an enum member the way cache-dit
-    does, so that `processor._attention_backend = "swiftdit"` routes the processor's dispatch here.
+    does, so that `processor._attention_backend = value` routes the processor's dispatch to `function`.
+    Registering a value again replaces its function.
     """
     from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
 
+    member = AttentionBackendName._value2member_map_.get(value)
+    if member is None:
+        name = value.upper()
+        member = str.__new__(AttentionBackendName, value)
+        member._name_, member._value_ = name, value
+        setattr(AttentionBackendName, name, member)
+        AttentionBackendName._member_map_[name] = member
+        AttentionBackendName._member_names_.append(name)
+        AttentionBackendName._value2member_map_[value] = member
+    _AttentionBackendRegistry.register(member, supports_context_parallel=supports_context_parallel)(function)
+
+
+def ensure_backend_registered() -> None:
+    """Inject the "swiftdit" backend once."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
     if BACKEND_NAME in AttentionBackendName._value2member_map_:
         return
-    member = str.__new__(AttentionBackendName, BACKEND_NAME)
-    member._name_, member._value_ = "SWIFTDIT", BACKEND_NAME
-    setattr(AttentionBackendName, "SWIFTDIT", member)
-    AttentionBackendName._member_map_["SWIFTDIT"] = member
-    AttentionBackendName._member_names_.append("SWIFTDIT")
-    AttentionBackendName._value2member_map_[BACKEND_NAME] = member
     # Context-parallel calls take the dense path through the user's backend, which does its own
     # Ulysses/ring exchange, so enable_parallelism() accepts processors set to this backend.
-    _AttentionBackendRegistry.register(member, supports_context_parallel=True)(_swiftdit_backend)
+    register_attention_backend(BACKEND_NAME, _swiftdit_backend, supports_context_parallel=True)
 
 
 @torch._dynamo.disable
