@@ -7,7 +7,7 @@ method base class.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,6 +33,9 @@ class BlockPattern:
     token_order: torch.Tensor | None = None
     element_mask: torch.Tensor | None = None
     extras: dict | None = None
+    # density_per_head() of this pattern, computed once: the runtime records it on every attention call, and a
+    # cached pattern serves many calls (with an element mask at 720p the count is gigabytes of work).
+    _density: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.block_mask.dtype != torch.bool or self.block_mask.dim() != 4:
@@ -53,7 +56,13 @@ class BlockPattern:
         return float(self.density_per_head().mean())
 
     def density_per_head(self) -> torch.Tensor:
-        """Density per (batch, head) as a float tensor (B or 1, H or 1)."""
+        """Density per (batch, head) as a float tensor (B or 1, H or 1). Patterns are not changed in place
+        (`dataclasses.replace` makes a new one), so the first result stands."""
+        if self._density is None:
+            self._density = self._compute_density_per_head()
+        return self._density
+
+    def _compute_density_per_head(self) -> torch.Tensor:
         if self.element_mask is not None:
             return self._element_density_per_head()
         sizes = block_sizes(self.num_tokens, self.block_size, self.block_mask.device).to(torch.float64)
