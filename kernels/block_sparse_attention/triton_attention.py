@@ -49,17 +49,113 @@ def _prune_sub_tiles(configs, named_args, **kwargs):
     return kept or [triton.Config({"SUB": block}, num_warps=4, num_stages=2)]
 
 
+# The forward's candidates on Hopper. Every knob is a config entry so that a sweep can force any one of them
+# (`triton_ops.launch_forward(..., config=...)`); the autotuner tries those that survive `_prune_forward`.
+# Measured by compiling for sm_90 with Triton 3.6 (no GPU needed; see benchmarks/bench_kernel_variants.py
+# --compile-check): shared memory is the query tile plus num_stages copies of a whole key block's K and V
+# (both sub-tiles of a block are loaded in one loop iteration), so at block 128 / head_dim 128 stage 4 never
+# fits; 4 warps on 128 query rows spill (the fp32 accumulator alone is 128 registers per thread); and
+# WARP_SPEC (tl.range(..., warp_specialize=True)) fails in Triton 3.6's Hopper pass with 4 warps and leaves
+# the 8-warp kernel unchanged, so it is a sweep option only, never autotuned.
+FORWARD_SPACE = {"SUB": (64, 128), "num_warps": (4, 8), "num_stages": (2, 3, 4), "USE_TMA": (False, True),
+                 "WARP_SPEC": (False, True)}
+# What the interpreter runs (and the fallback when pruning leaves nothing): plain pointer loads.
+FORWARD_INTERPRETER_CONFIG = {"SUB": 32, "num_warps": 4, "num_stages": 1, "USE_TMA": False, "WARP_SPEC": False}
+SMEM_LIMIT_BYTES = 232448  # opt-in shared memory per block on H100 / H200 (227 KB)
+MAX_LIVE_FP32_REGS = 160  # accumulator + one score tile per thread; above this ptxas spilled (sm_90, 3.6)
+
+
+def forward_config(SUB: int, num_warps: int, num_stages: int, USE_TMA: bool = False,
+                   WARP_SPEC: bool = False) -> triton.Config:
+    return triton.Config({"SUB": SUB, "USE_TMA": USE_TMA, "WARP_SPEC": WARP_SPEC}, num_warps=num_warps,
+                         num_stages=num_stages)
+
+
+def forward_config_dict(config: triton.Config) -> dict:
+    return dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+
+
+def all_forward_configs() -> list[triton.Config]:
+    """The whole candidate space (48 configs), before any pruning."""
+    return [
+        forward_config(sub, warps, stages, tma, ws)
+        for sub in FORWARD_SPACE["SUB"]
+        for warps in FORWARD_SPACE["num_warps"]
+        for stages in FORWARD_SPACE["num_stages"]
+        for tma in FORWARD_SPACE["USE_TMA"]
+        for ws in FORWARD_SPACE["WARP_SPEC"]
+    ]
+
+
+def forward_smem_estimate(block: int, block_d: int, num_stages: int, elem_bytes: int = 2) -> int:
+    """Shared memory of one program: the query tile and `num_stages` buffers of a key block's K and V
+    (matches what Triton 3.6 allocates for sm_90 to within 0.1%)."""
+    return block * block_d * elem_bytes + num_stages * 2 * block * block_d * elem_bytes
+
+
+def forward_config_allowed(config: triton.Config, block: int, block_d: int, tma_ok: bool,
+                           tune: bool = False) -> str | None:
+    """None if `config` can run on these arguments, else why not (the sweep records the reason). `tune`:
+    also reject what the autotuner should not try (warp specialization)."""
+    kw = config.kwargs
+    if kw["SUB"] > block:
+        return f"SUB {kw['SUB']} > block {block}"
+    if kw["USE_TMA"] and not tma_ok:
+        return "layout or device does not allow TMA (needs head_dim == BLOCK_D, 16-byte aligned strides, sm_90+)"
+    if tune and kw["WARP_SPEC"]:
+        return "warp specialization is a sweep option only"
+    smem = forward_smem_estimate(block, block_d, config.num_stages)
+    if smem > SMEM_LIMIT_BYTES:
+        return f"shared memory {smem // 1024} KB > {SMEM_LIMIT_BYTES // 1024} KB"
+    live = (block * block_d + block * kw["SUB"]) // (32 * config.num_warps)
+    if live > MAX_LIVE_FP32_REGS:
+        return f"accumulator + scores need {live} fp32 registers per thread (spills)"
+    return None
+
+
+def default_forward_configs() -> list[triton.Config]:
+    if interpreting():
+        return [forward_config(**FORWARD_INTERPRETER_CONFIG)]
+    return [c for c in all_forward_configs() if not c.kwargs["WARP_SPEC"]]
+
+
+def _prune_forward(configs, named_args, **kwargs):
+    """Drop candidates that cannot run here or would spill: sub-tile larger than the block, TMA where the
+    layout forbids it, shared memory beyond the H100's limit. At block 128 / head_dim 128 this leaves 8
+    configs (8 warps; SUB 64/128; 2/3 stages; TMA on/off)."""
+    block, block_d, tma_ok = kwargs["BLOCK"], kwargs["BLOCK_D"], kwargs["TMA_OK"]
+    kept = [c for c in configs if forward_config_allowed(c, block, block_d, tma_ok, tune=True) is None]
+    return kept or [_fallback_forward_config(block, block_d)]
+
+
+def _fallback_forward_config(block: int, block_d: int) -> triton.Config:
+    """For shapes outside the tuned space (block 32, head_dim 256): pointer loads, the deepest pipeline
+    that fits (1 = none), 8 warps once the accumulator would need 128 registers per thread on 4."""
+    stages = next((s for s in (3, 2) if forward_smem_estimate(block, block_d, s) <= SMEM_LIMIT_BYTES), 1)
+    warps = 8 if block * block_d // 128 >= 128 else 4
+    return forward_config(min(block, 64), warps, stages)
+
+
 @triton.jit
-def _online_softmax_step(s, m_i, l_i, acc, v):
-    """One FlashAttention update with scores `s` (log2 units) that may be -inf everywhere in a row."""
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    # A row that has seen no finite score yet keeps m = -inf; subtracting 0 instead avoids inf - inf.
-    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+def _softmax_update(qk, m_i, l_i, acc, v, qk_scale_log2, GUARD: tl.constexpr):
+    """One FlashAttention update from raw scores `qk` (-inf where masked), as in Triton's fused-attention
+    tutorial: the row max is taken on raw scores and the scale folds into one FMA per score; P V accumulates
+    into `acc` inside the MMA. qk_scale_log2 must be > 0 (the wrapper makes it so).
+
+    GUARD: a row may be -inf across the whole tile (keys past the end, element mask, text padding) while it
+    has seen no finite score yet; then m stays -inf and 0 is subtracted instead (no inf - inf). Tiles that
+    always hold a finite score in every row skip it."""
+    m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale_log2)
+    if GUARD:
+        m_use = tl.where(m_ij == float("-inf"), 0.0, m_ij)
+    else:
+        m_use = m_ij
+    p = tl.math.exp2(qk * qk_scale_log2 - m_use[:, None])
     alpha = tl.math.exp2(m_i - m_use)
-    p = tl.math.exp2(s - m_use[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-    return m_new, l_i, acc
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return m_ij, l_i, acc
 
 
 @triton.jit
@@ -106,14 +202,23 @@ def _visual_tile(q, k_base, v_base, s_kn, s_vn, em_base, full_row, s_emq, k_bloc
 
 
 @triton.jit
-def _text_tile(q, tk_base, tv_base, s_tkn, s_tvn, text_mask_row, offs_t, offs_d, d_ok, text_len, qk_scale_log2,
-               HAS_TEXT_MASK: tl.constexpr):
-    """Scores of the query tile against text keys `offs_t` (-inf past the end and on padding)."""
+def _load_text_keys(tk_base, tv_base, s_tkn, s_tvn, text_mask_row, offs_t, offs_d, d_ok, text_len,
+                    HAS_TEXT_MASK: tl.constexpr):
+    """Text keys and values `offs_t` (zeros past the end and on padding) and which of them count."""
     t_ok = offs_t < text_len
     if HAS_TEXT_MASK:
         t_ok = t_ok & (tl.load(text_mask_row + offs_t, mask=offs_t < text_len, other=0) != 0)
     k = tl.load(tk_base + offs_t[:, None] * s_tkn + offs_d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
     v = tl.load(tv_base + offs_t[:, None] * s_tvn + offs_d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
+    return k, v, t_ok
+
+
+@triton.jit
+def _text_tile(q, tk_base, tv_base, s_tkn, s_tvn, text_mask_row, offs_t, offs_d, d_ok, text_len, qk_scale_log2,
+               HAS_TEXT_MASK: tl.constexpr):
+    """Scores (log2 units) of the query tile against text keys `offs_t` (-inf past the end and on padding)."""
+    k, v, t_ok = _load_text_keys(tk_base, tv_base, s_tkn, s_tvn, text_mask_row, offs_t, offs_d, d_ok, text_len,
+                                 HAS_TEXT_MASK)
     s = tl.dot(q, tl.trans(k)) * qk_scale_log2
     return tl.where(t_ok[None, :], s, float("-inf")), k, v
 
@@ -127,9 +232,9 @@ def _dq_step(s, k, v, do, lse, delta, dq):
 
 
 @triton.autotune(
-    configs=_configs((64, 128), ((8, 2), (8, 3), (4, 2))),
-    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "HAS_EMASK"],
-    prune_configs_by={"early_config_prune": _prune_sub_tiles},
+    configs=default_forward_configs(),
+    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "HAS_EMASK", "EVEN_N", "TMA_OK"],
+    prune_configs_by={"early_config_prune": _prune_forward},
 )
 @triton.jit
 def block_sparse_forward_kernel(
@@ -142,8 +247,12 @@ def block_sparse_forward_kernel(
     num_heads, seq_len, text_len, qk_scale_log2,
     BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_N: tl.constexpr, HAS_TEXT: tl.constexpr, HAS_TEXT_MASK: tl.constexpr,
-    HAS_EMASK: tl.constexpr,
+    HAS_EMASK: tl.constexpr, TMA_OK: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
 ):
+    """Forward for one query block. USE_TMA loads K/V sub-tiles through device-side tensor descriptors (TMA
+    on Hopper; rows past the end come back as zeros and are masked to -inf like in the pointer path);
+    WARP_SPEC asks Triton to warp-specialize the key loop. TMA_OK: the wrapper checked the layout for TMA."""
+    tl.static_assert(TMA_OK or not USE_TMA)
     q_block = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // num_heads).to(tl.int64)
@@ -160,28 +269,46 @@ def block_sparse_forward_kernel(
 
     k_base = K + b * s_kb + h * s_kh
     v_base = V + b * s_vb + h * s_vh
+    if USE_TMA:
+        k_desc = tl.make_tensor_descriptor(k_base, shape=[seq_len, HEAD_DIM], strides=[s_kn, 1],
+                                           block_shape=[SUB, HEAD_DIM])
+        v_desc = tl.make_tensor_descriptor(v_base, shape=[seq_len, HEAD_DIM], strides=[s_vn, 1],
+                                           block_shape=[SUB, HEAD_DIM])
     count = tl.load(KvCnt + b * s_cb + h * s_ch + q_block)
     idx_row = KvIdx + b * s_ib + h * s_ih + q_block * s_iq
     em_base = ElemMask + b * s_emb + h * s_emh
     full_row = BlockFull + b * s_fb + h * s_fh + q_block * s_fq
     bhn = (b * num_heads + h) * seq_len
 
-    for slot in range(count):
+    for slot in tl.range(count, warp_specialize=WARP_SPEC):
         k_block = tl.load(idx_row + slot)
         for sub in tl.static_range(BLOCK // SUB):
-            offs_n = k_block * BLOCK + sub * SUB + tl.arange(0, SUB)
-            s, k, v = _visual_tile(q, k_base, v_base, s_kn, s_vn, em_base, full_row, s_emq, k_block, offs_m,
-                                   offs_n, offs_d, seq_len, qk_scale_log2, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM,
-                                   HAS_EMASK)
-            m_i, l_i, acc = _online_softmax_step(s, m_i, l_i, acc, v)
+            start = k_block * BLOCK + sub * SUB
+            offs_n = start + tl.arange(0, SUB)
+            if USE_TMA:
+                k = k_desc.load([start, 0])
+            else:
+                k = _load_key_rows(k_base, offs_n, s_kn, offs_d, seq_len, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM)
+            qk = tl.dot(q, tl.trans(k))
+            if not EVEN_N:
+                qk = tl.where((offs_n < seq_len)[None, :], qk, float("-inf"))
+            if HAS_EMASK:
+                qk = _element_mask_scores(qk, em_base, full_row, k_block, offs_m, offs_n, seq_len, s_emq)
+            if USE_TMA:
+                v = v_desc.load([start, 0])
+            else:
+                v = _load_key_rows(v_base, offs_n, s_vn, offs_d, seq_len, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM)
+            # Only a ragged end (a sub-tile wholly past it) or the element mask can blank a whole row.
+            m_i, l_i, acc = _softmax_update(qk, m_i, l_i, acc, v, qk_scale_log2, HAS_EMASK or not EVEN_N)
 
     if HAS_TEXT:
         tk_base = TextK + b * s_tkb + h * s_tkh
         tv_base = TextV + b * s_tvb + h * s_tvh
-        for start in range(0, text_len, SUB):
-            s, k, v = _text_tile(q, tk_base, tv_base, s_tkn, s_tvn, TextMask + b * s_tmb, start + tl.arange(0, SUB),
-                                 offs_d, d_ok, text_len, qk_scale_log2, HAS_TEXT_MASK)
-            m_i, l_i, acc = _online_softmax_step(s, m_i, l_i, acc, v)
+        for t_start in range(0, text_len, SUB):
+            k, v, t_ok = _load_text_keys(tk_base, tv_base, s_tkn, s_tvn, TextMask + b * s_tmb,
+                                         t_start + tl.arange(0, SUB), offs_d, d_ok, text_len, HAS_TEXT_MASK)
+            qk = tl.where(t_ok[None, :], tl.dot(q, tl.trans(k)), float("-inf"))
+            m_i, l_i, acc = _softmax_update(qk, m_i, l_i, acc, v, qk_scale_log2, True)
 
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]

@@ -13,6 +13,9 @@ from .triton_attention import (
     block_sparse_dkdv_kernel,
     block_sparse_dq_kernel,
     block_sparse_forward_kernel,
+    forward_config,
+    forward_config_allowed,
+    interpreting,
 )
 
 
@@ -33,7 +36,7 @@ class ElementMask:
     block_full: torch.Tensor
 
     @classmethod
-    def from_bool(cls, mask: torch.Tensor, block_size: int) -> "ElementMask":
+    def from_bool(cls, mask: torch.Tensor, block_size: int) -> ElementMask:
         n = mask.shape[-1]
         n_blocks = triton.cdiv(n, block_size)
         pad = n_blocks * block_size - n
@@ -63,6 +66,39 @@ def _head_block(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
 
 
+def tma_layout_ok(*tensors: torch.Tensor) -> bool:
+    """Whether (B, H, N, D) tensors can be read through TMA descriptors: power-of-two head dim of at least
+    16 bytes that needs no padding (D == BLOCK_D), last dim contiguous, base and every stride that is used
+    16-byte aligned. Says nothing about the device."""
+    for x in tensors:
+        size = x.element_size()
+        d = x.shape[-1]
+        if x.stride(-1) != 1 or d != _head_block(d) or d * size < 16 or x.data_ptr() % 16:
+            return False
+        if any(x.shape[i] > 1 and (x.stride(i) * size) % 16 for i in range(3)):
+            return False
+    return True
+
+
+def _device_has_tma(x: torch.Tensor) -> bool:
+    return x.is_cuda and not interpreting() and torch.cuda.get_device_capability(x.device)[0] >= 9
+
+
+_ALLOCATOR_SET = False
+
+
+def _ensure_tma_allocator() -> None:
+    """Device-side tensor descriptors live in a global scratch buffer that Triton asks the allocator for at
+    launch; this one takes it from PyTorch's caching allocator (stream-ordered, CUDA-graph safe)."""
+    global _ALLOCATOR_SET
+    if not _ALLOCATOR_SET:
+        def alloc(size: int, alignment: int, stream):
+            return torch.empty(size, dtype=torch.int8, device="cuda")
+
+        triton.set_allocator(alloc)
+        _ALLOCATOR_SET = True
+
+
 def launch_forward(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -73,10 +109,20 @@ def launch_forward(
     scale: float,
     text: TextKeys | None,
     element_mask: ElementMask | None,
+    config: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32."""
+    """Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32.
+
+    `config` (keys SUB, num_warps, num_stages and optionally USE_TMA, WARP_SPEC) bypasses the autotuner and
+    runs that one variant (benchmarks/bench_kernel_variants.py sweeps them); ValueError if it cannot run on
+    these inputs. Without it the autotuner picks among the candidates `triton_attention` lists."""
     b, h, n, d = q.shape
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
+    # The kernel takes the row max on unscaled scores, which needs a positive scale: fold a sign into q.
+    if scale < 0:
+        q, scale = -q, -scale
+    elif scale == 0:
+        q, scale = torch.zeros_like(q), 1.0
     kv_indices = kv_indices.to(torch.int32).contiguous()
     kv_counts = kv_counts.to(torch.int32).contiguous()
     n_blocks = triton.cdiv(n, block_size)
@@ -89,7 +135,20 @@ def launch_forward(
     em = element_mask.mask if element_mask is not None else placeholder.new_empty((1, 1, 1, 1))
     full = element_mask.block_full if element_mask is not None else em
     grid = (n_blocks, b * h)
-    block_sparse_forward_kernel[grid](
+    block_d = _head_block(d)
+    tma_ok = tma_layout_ok(k, v) and (_device_has_tma(q) or (interpreting() and config is not None))
+    kernel = block_sparse_forward_kernel
+    options = {}
+    if config is not None:
+        chosen = forward_config(**config)
+        why_not = forward_config_allowed(chosen, block_size, block_d, tma_ok)
+        if why_not is not None:
+            raise ValueError(f"forward config {config} cannot run here: {why_not}")
+        kernel = block_sparse_forward_kernel.fn  # the jitted kernel under the autotuner
+        options = dict(chosen.kwargs, num_warps=chosen.num_warps, num_stages=chosen.num_stages)
+    if tma_ok and not interpreting():
+        _ensure_tma_allocator()
+    kernel[grid](
         q, k, v, out, lse, kv_indices, kv_counts,
         text_k, text_v, text_mask, em, full,
         *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
@@ -97,9 +156,9 @@ def launch_forward(
         *_bhn_strides(text_k), *_bhn_strides(text_v), text_mask.stride(0) if text_mask.dim() == 2 else 0,
         *_broadcast_strides(em, 3), *_broadcast_strides(full, 3),
         h, n, text.k.shape[2] if text is not None else 0, scale * LOG2E,
-        BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), EVEN_N=n % block_size == 0,
+        BLOCK=block_size, HEAD_DIM=d, BLOCK_D=block_d, EVEN_N=n % block_size == 0,
         HAS_TEXT=text is not None, HAS_TEXT_MASK=text is not None and text.key_mask is not None,
-        HAS_EMASK=element_mask is not None,
+        HAS_EMASK=element_mask is not None, TMA_OK=tma_ok, **options,
     )
     return out, lse
 
@@ -137,7 +196,7 @@ def launch_backward(
     text_len = text.k.shape[2] if text is not None else 0
     em = element_mask.mask if element_mask is not None else placeholder.new_empty((1, 1, 1, 1))
     full = element_mask.block_full if element_mask is not None else em
-    common = dict(BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), HAS_EMASK=element_mask is not None)
+    common = {"BLOCK": block_size, "HEAD_DIM": d, "BLOCK_D": _head_block(d), "HAS_EMASK": element_mask is not None}
 
     block_sparse_dq_kernel[(n_blocks, b * h)](
         q, k, v, grad_out, lse, delta, dq, kv_indices, kv_counts,
