@@ -87,14 +87,17 @@ def all_forward_configs() -> list[triton.Config]:
     ]
 
 
-def forward_smem_estimate(block: int, block_d: int, num_stages: int, elem_bytes: int = 2) -> int:
+def forward_smem_estimate(block: int, block_d: int, num_stages: int, elem_bytes: int = 2,
+                          has_emask: bool = False) -> int:
     """Shared memory of one program: the query tile and `num_stages` buffers of a key block's K and V
-    (matches what Triton 3.6 allocates for sm_90 to within 0.1%)."""
-    return block * block_d * elem_bytes + num_stages * 2 * block * block_d * elem_bytes
+    (matches what Triton 3.6 allocates for sm_90 to within 0.1%); the element mask's uint8 tiles are
+    pipelined too (bounded by one block x block tile per stage)."""
+    mask = num_stages * block * block if has_emask else 0
+    return block * block_d * elem_bytes + num_stages * 2 * block * block_d * elem_bytes + mask
 
 
 def forward_config_allowed(config: triton.Config, block: int, block_d: int, tma_ok: bool,
-                           tune: bool = False) -> str | None:
+                           tune: bool = False, has_emask: bool = False) -> str | None:
     """None if `config` can run on these arguments, else why not (the sweep records the reason). `tune`:
     also reject what the autotuner should not try (warp specialization)."""
     kw = config.kwargs
@@ -104,7 +107,7 @@ def forward_config_allowed(config: triton.Config, block: int, block_d: int, tma_
         return "layout or device does not allow TMA (needs head_dim == BLOCK_D, 16-byte aligned strides, sm_90+)"
     if tune and kw["WARP_SPEC"]:
         return "warp specialization is a sweep option only"
-    smem = forward_smem_estimate(block, block_d, config.num_stages)
+    smem = forward_smem_estimate(block, block_d, config.num_stages, has_emask=has_emask)
     if smem > SMEM_LIMIT_BYTES:
         return f"shared memory {smem // 1024} KB > {SMEM_LIMIT_BYTES // 1024} KB"
     live = (block * block_d + block * kw["SUB"]) // (32 * config.num_warps)
@@ -124,7 +127,8 @@ def _prune_forward(configs, named_args, **kwargs):
     layout forbids it, shared memory beyond the H100's limit. At block 128 / head_dim 128 this leaves 8
     configs (8 warps; SUB 64/128; 2/3 stages; TMA on/off)."""
     block, block_d, tma_ok = kwargs["BLOCK"], kwargs["BLOCK_D"], kwargs["TMA_OK"]
-    kept = [c for c in configs if forward_config_allowed(c, block, block_d, tma_ok, tune=True) is None]
+    kept = [c for c in configs
+            if forward_config_allowed(c, block, block_d, tma_ok, tune=True, has_emask=kwargs["HAS_EMASK"]) is None]
     return kept or [_fallback_forward_config(block, block_d)]
 
 
