@@ -30,7 +30,9 @@ from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 from torch import nn
 
-from swiftdit.pipelines.chunk_causal import chunk_causal_mask, masked_self_attention, per_token_timesteps
+from swiftdit.pipelines.chunk_causal import (
+    SelfAttentionMask, chunk_causal_mask, masked_self_attention, per_token_timesteps,
+)
 from swiftdit.pipelines.embedded_model import (
     EmbeddedModelConfig, build_scheduler, build_text_encoder, build_tokenizer, build_transformer, encode_prompts,
 )
@@ -230,6 +232,52 @@ def warm_start(model: TextToVideoModel, progress: TrainingProgress, pipeline_dir
     progress.load_state_dict({field.name: log[field.name] for field in dataclasses.fields(progress)})
 
 
+class TrainingRun:
+    """Model, optimizer, schedule, EMA and data stream of one run, prepared by accelerate; `step()` is one
+    optimizer step of the training loop (shared by `train` and benchmarks/model_training_speed.py)."""
+
+    def __init__(self, config: TrainingConfig, max_steps: int, init_from: Path | None = None):
+        self.config = config
+        self.progress = progress = TrainingProgress()
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision if torch.cuda.is_available() else "no")
+        torch.manual_seed(config.seed)
+        self.tokenizer, model = build_model(config)
+        if init_from is not None:
+            warm_start(model, progress, Path(init_from))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.99),
+                                      weight_decay=config.weight_decay)
+        # `progress.step` is read live: the global step, right after a resume and after a warm start alike.
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda run_step: learning_rate_factor(config, run_step, progress.step, max_steps)
+        )
+        self.model, self.optimizer, self.schedule = self.accelerator.prepare(model, optimizer, schedule)
+        self.unwrapped = self.accelerator.unwrap_model(self.model)
+        self.ema = EMAModel(self.unwrapped.parameters(), decay=config.ema_decay, foreach=True)
+        self.ema.to(self.accelerator.device)
+        # A warm start continues at a later step; seeding by it keeps its batches apart from the first run's.
+        self.stream = ClipStream(config, self.accelerator.device, seed=config.seed + progress.step)
+        for stateful in (self.ema, self.stream, progress):
+            self.accelerator.register_for_checkpointing(stateful)
+
+    def resume(self, checkpoint_dir: Path) -> None:
+        self.accelerator.load_state(str(checkpoint_dir))
+        self.ema.to(self.accelerator.device)  # the EMA's saved state loads onto the CPU
+
+    def step(self, shared_mask: SelfAttentionMask) -> torch.Tensor:
+        """One optimizer step; returns the batch's loss as a detached device tensor (no host sync)."""
+        clips, captions = self.stream.next_batch()
+        with self.accelerator.autocast():
+            loss = flow_matching_loss(self.unwrapped, self.tokenizer, self.config, clips, captions, shared_mask,
+                                      self.stream.device_generator)
+        self.accelerator.backward(loss)
+        self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.step(self.unwrapped.parameters())
+        return loss.detach().float()
+
+
 def train(config: TrainingConfig, output_dir: Path, *, max_steps: int, time_limit_s: float = math.inf,
           export_dir: Path | None = None, init_from: Path | None = None) -> TrainingProgress:
     """Train until `max_steps` in total or `time_limit_s` in this call, resuming from `output_dir` if it holds a
@@ -237,55 +285,28 @@ def train(config: TrainingConfig, output_dir: Path, *, max_steps: int, time_limi
     training log and export the pipeline with its log (default: output_dir/pipeline)."""
     check_int("train", "max_steps", max_steps, minimum=1)
     output_dir = Path(output_dir)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision if torch.cuda.is_available() else "no")
-    torch.manual_seed(config.seed)
-    tokenizer, model = build_model(config)
-    progress = TrainingProgress()
     checkpoint_dir = output_dir / CHECKPOINT_FOLDER
-    if init_from is not None and not checkpoint_dir.is_dir():
-        warm_start(model, progress, Path(init_from))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.99),
-                                  weight_decay=config.weight_decay)
-    # `progress.step` is read live: the global step, right after a resume and after a warm start alike.
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda run_step: learning_rate_factor(config, run_step, progress.step, max_steps)
-    )
-    model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
-    ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=config.ema_decay)
-    ema.to(accelerator.device)
-    # A warm start continues at a later step; seeding by it keeps its batches apart from the first run's.
-    stream = ClipStream(config, accelerator.device, seed=config.seed + progress.step)
-    for stateful in (ema, stream, progress):
-        accelerator.register_for_checkpointing(stateful)
+    run = TrainingRun(config, max_steps, init_from=None if checkpoint_dir.is_dir() else init_from)
+    progress, accelerator = run.progress, run.accelerator
     if checkpoint_dir.is_dir():
-        accelerator.load_state(str(checkpoint_dir))
-        ema.to(accelerator.device)  # the EMA's saved state loads onto the CPU
+        run.resume(checkpoint_dir)
         accelerator.print(f"resumed at step {progress.step} after {progress.train_seconds:.0f} s of training")
 
-    unwrapped = accelerator.unwrap_model(model)
     started = time.monotonic()
     seconds_at_start = progress.train_seconds
-    running_loss, running_count = 0.0, 0
-    with masked_self_attention(unwrapped.transformer) as shared_mask:
+    # The loss is summed on the device and read at log time only, so the host never waits on a step.
+    running_loss, running_count = torch.zeros((), device=accelerator.device), 0
+    with masked_self_attention(run.unwrapped.transformer) as shared_mask:
         while progress.step < max_steps and time.monotonic() - started < time_limit_s:
-            clips, captions = stream.next_batch()
-            with accelerator.autocast():
-                loss = flow_matching_loss(unwrapped, tokenizer, config, clips, captions, shared_mask,
-                                          stream.device_generator)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema.step(unwrapped.parameters())
+            running_loss, running_count = running_loss + run.step(shared_mask), running_count + 1
             progress.step += 1
             progress.train_seconds = seconds_at_start + time.monotonic() - started
-            running_loss, running_count = running_loss + loss.item(), running_count + 1
             if progress.step % config.log_every == 0:
-                progress.loss_curve.append([progress.step, running_loss / running_count])
-                accelerator.print(f"step {progress.step} loss {running_loss / running_count:.4f} "
-                                  f"{progress.train_seconds:.0f} s", flush=True)
-                running_loss, running_count = 0.0, 0
+                mean_loss = running_loss.item() / running_count
+                progress.loss_curve.append([progress.step, mean_loss])
+                accelerator.print(f"step {progress.step} loss {mean_loss:.4f} {progress.train_seconds:.0f} s",
+                                  flush=True)
+                running_loss, running_count = torch.zeros_like(running_loss), 0
             if progress.step % config.checkpoint_every == 0:
                 accelerator.save_state(str(checkpoint_dir))
 
@@ -293,7 +314,7 @@ def train(config: TrainingConfig, output_dir: Path, *, max_steps: int, time_limi
     log = {"config": dataclasses.asdict(config), **progress.state_dict(), "warm_started_from": init_from is not None,
            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
     export_dir = Path(export_dir or output_dir / "pipeline")
-    export_pipeline(unwrapped, ema, tokenizer, config, export_dir)
+    export_pipeline(run.unwrapped, run.ema, run.tokenizer, config, export_dir)
     (export_dir / TRAINING_LOG_FILE).write_text(json.dumps(log, indent=1))
     return progress
 
