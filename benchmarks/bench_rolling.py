@@ -10,7 +10,8 @@ Embedded model (assets/embedded_model), `--frames` frames per stream (default 51
 - prompt switching: is the new colour/direction detected within 2 chunks of the switch.
 Wan2.1-T2V-1.3B architecture at random weights (speed does not depend on the weights): 480x832, 3-frame
 chunks, 4 steps, 3 sink + 6 window latent frames (a 12-frame span with the chunk), bf16, frames counted after
-decoding with AutoencoderKLWan at Wan2.1's config, over `--wan-latent-frames` latent frames (default 240).
+decoding with AutoencoderKLWan at Wan2.1's config, over `--wan-latent-frames` latent frames (default 240); then
+a 16-chunk stream timed with CUDA events splits a chunk's time into transformer forwards and VAE decode.
 
     python benchmarks/bench_rolling.py --out bench_out --workers 12   # the full set (needs a GPU; the
                                                                       # per-prompt streams in 12 processes)
@@ -34,6 +35,7 @@ import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 
 from swiftdit.pipelines import load_pipeline, stream_video
+from swiftdit.pipelines.rolling import open_stream
 from swiftdit.pipelines.adherence import detect, judge
 from swiftdit.pipelines.moving_shapes import BACKGROUNDS, SIZES, held_out_prompts, parse_caption
 
@@ -269,6 +271,60 @@ def summarize(streams: list[dict], timing: dict) -> dict:
     return summary
 
 
+class GpuTimer:
+    """Accumulates the GPU time of marked regions with CUDA events (no host sync while the stream runs)."""
+
+    def __init__(self):
+        self.pairs: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+
+    def start(self) -> None:
+        self.pairs.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+        self.pairs[-1][0].record()
+
+    def stop(self) -> None:
+        self.pairs[-1][1].record()
+
+    def seconds(self, skip: int = 0) -> float:
+        torch.cuda.synchronize()
+        return sum(begin.elapsed_time(end) for begin, end in self.pairs[skip:]) / 1000
+
+
+def wan_time_breakdown(pipe, embeddings, args, device: torch.device, chunks: int = 16, warmup_chunks: int = 2) -> dict:
+    """GPU seconds per chunk in the transformer forwards and in the VAE decode, from a shorter stream timed
+    with CUDA events around each forward and each chunk's decode; the rest of a chunk's time is the host."""
+    stream = open_stream(pipe, embeddings, 1 + pipe.vae.config.scale_factor_temporal * (chunks * 3 - 1),
+                         height=args.wan_height, width=args.wan_width,
+                         generator=torch.Generator(device).manual_seed(0), **WAN_STREAM)
+    forwards, decodes = GpuTimer(), GpuTimer()
+    hooks = [stream.transformer.register_forward_pre_hook(lambda *_: forwards.start()),
+             stream.transformer.register_forward_hook(lambda *_: forwards.stop())]
+    decode, arrivals = stream.decoder.decode, []
+
+    def timed_decode(samples):
+        decodes.start()
+        frames = decode(samples)  # ends in a copy to the host: a chunk's frames have arrived when it returns
+        decodes.stop()
+        arrivals.append(time.perf_counter())
+        return frames
+
+    stream.decoder.decode = timed_decode
+    try:
+        for _ in stream.frames():
+            pass
+    finally:
+        for hook in hooks:
+            hook.remove()
+    measured = len(arrivals) - warmup_chunks
+    forwards_per_chunk = len(forwards.pairs) / len(arrivals)
+    return {
+        "chunks_timed": measured,
+        "wall_seconds_per_chunk": (arrivals[-1] - arrivals[warmup_chunks - 1]) / (measured - 1) if measured > 1 else None,
+        "transformer_gpu_seconds_per_chunk": forwards.seconds(int(warmup_chunks * forwards_per_chunk)) / measured,
+        "decode_gpu_seconds_per_chunk": decodes.seconds(warmup_chunks) / measured,
+        "forwards_per_chunk": forwards_per_chunk,
+    }
+
+
 def bench_wan(args, device: torch.device) -> dict:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     architecture = dict(WAN_13B, num_layers=2) if args.quick else WAN_13B
@@ -283,7 +339,7 @@ def bench_wan(args, device: torch.device) -> dict:
                           generator=torch.Generator(device).manual_seed(0), **WAN_STREAM)
     measured = timed_stream(stream, device, vae.config.scale_factor_temporal * WAN_STREAM["chunk_frames"])
     flat_from = min(FLAT_FROM_FRAME, num_frames // 2)
-    return {
+    result = {
         "architecture": {k: v for k, v in architecture.items() if k != "patch_size"}, "stream": WAN_STREAM,
         "height": args.wan_height, "width": args.wan_width, "latent_frames": args.wan_latent_frames,
         "video_frames": int(len(measured["frames"])), "dtype": str(dtype),
@@ -293,6 +349,10 @@ def bench_wan(args, device: torch.device) -> dict:
         "memory_flatness": flatness(measured, "peak_bytes", flat_from),
         "peak_gib": float(measured["peak_bytes"].max() / 2**30),
     }
+    if device.type == "cuda":
+        # (`torch.backends.cudnn.benchmark` for the VAE's 3D convolutions was measured here and changed nothing.)
+        result["breakdown"] = wan_time_breakdown(pipe, embeddings, args, device, chunks=4 if args.quick else 16)
+    return result
 
 
 def main():
