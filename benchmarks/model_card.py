@@ -36,6 +36,8 @@ TRAINING_COMMANDS = (
     "--learning-rate 0.0003 --chunk-causal-fraction 0.3 --independent-chunk-noise-fraction 0.3",
 )
 ADHERENCE_TARGETS = {"color": 0.95, "direction": 0.90, "shape": 0.80}
+# A run held to the issue's 25-minute budget, measured but not shipped (its section of the card).
+FROM_SCRATCH_DIR = Path(__file__).resolve().parent / "results" / "embedded-from-scratch-h100"
 CPU_TARGET_SECONDS = 60.0
 
 
@@ -90,14 +92,8 @@ def runs_section(model_dir: Path) -> list[str]:
     return lines
 
 
-def adherence_section(model_dir: Path) -> list[str]:
-    """The default setting (adherence.json) first, then any guidance variants (adherence_*.json)."""
-    results = [json.loads((model_dir / "adherence.json").read_text())]
-    results += [json.loads(path.read_text()) for path in sorted(model_dir.glob("adherence_*.json"))]
-    first = results[0]
-    lines = [f"{first['num_prompts']} held-out prompts x seeds {first['seeds']}, dense attention, on "
-             f"{first['device']}; judged by `swiftdit.pipelines.adherence`. The first two rows are the defaults.", "",
-             "| generation mode | steps | guidance | videos | color | shape | direction | meets targets |",
+def adherence_table(results: list[dict]) -> list[str]:
+    lines = ["| generation mode | steps | guidance | videos | color | shape | direction | meets targets |",
              "|---|---|---|---|---|---|---|---|"]
     for result in results:
         for mode in result["modes"]:
@@ -108,6 +104,39 @@ def adherence_section(model_dir: Path) -> list[str]:
                          f"{percent(rates['direction'])} | {'yes' if met else 'no'} |")
     targets = ", ".join(f"{name} >= {percent(target)}" for name, target in ADHERENCE_TARGETS.items())
     return lines + ["", f"Targets: {targets}."]
+
+
+def adherence_section(model_dir: Path) -> list[str]:
+    """The default setting (adherence.json) first, then any guidance variants (adherence_*.json)."""
+    results = [json.loads((model_dir / "adherence.json").read_text())]
+    results += [json.loads(path.read_text()) for path in sorted(model_dir.glob("adherence_*.json"))]
+    first = results[0]
+    return [f"{first['num_prompts']} held-out prompts x seeds {first['seeds']}, dense attention, on "
+            f"{first['device']}; judged by `swiftdit.pipelines.adherence`. The first two rows are the defaults.", "",
+            *adherence_table(results)]
+
+
+def from_scratch_section(results_dir: Path) -> list[str]:
+    """The from-scratch run held to the 25-minute budget (not shipped): its recipe, length and adherence."""
+    log = json.loads((results_dir / "training_log.json").read_text())
+    adherence = json.loads((results_dir / "adherence.json").read_text())
+    recipe = {key: value for key, value in log["config"].items() if key != "model"}
+    return [
+        f"To test whether the issue's budget of about 25 device minutes suffices, a run started from random weights "
+        f"with the final mode weighting trained {log['step']:,} steps in {log['train_seconds']:.0f} s "
+        f"({log['train_seconds'] / 60:.1f} min) on {log['device']}, in 3 device commands, each warm-started from "
+        f"the previous one's export (commands: `bash benchmarks/model_device_train.sh 470 \"\" --max-steps 4150 "
+        f"--lr-decay-steps 1660 ...`, then `... 480 seg1 --max-steps 7500 --lr-decay-steps 3000 ...` and `... 490 "
+        "seg2 ...`; the first command's step limit was set from a step time measured during a reverted "
+        "experiment (0.35 s instead of the loop's 0.19 s), and its decay would have begun at step 2,490, after "
+        "it stopped at 2,472, so all three follow the recipe below). Its "
+        f"adherence, same protocol as above ({adherence['num_prompts']} held-out prompts x seeds "
+        f"{adherence['seeds']}):", "",
+        "```json", json.dumps(recipe), "```", "",
+        *adherence_table([adherence]), "",
+        "It misses the shape target in both modes and full-mode direction, so the shipped weights stay the "
+        "longer run's. Files: `benchmarks/results/embedded-from-scratch-h100/`.",
+    ]
 
 
 def timing_section(timings: list[dict]) -> list[str]:
@@ -144,7 +173,7 @@ def attention_section(attention: dict) -> list[str]:
                     "key blocks across): the diagonals are attention to the same place in nearby frames."]
 
 
-def write_card(model_dir: Path) -> Path:
+def write_card(model_dir: Path, from_scratch_dir: Path = FROM_SCRATCH_DIR) -> Path:
     log = json.loads((model_dir / "training_log.json").read_text())
     timings = [json.loads(path.read_text()) for path in sorted(model_dir.glob("timing_*.json"))]
     attention = json.loads((model_dir / "attention_structure.json").read_text())
@@ -212,6 +241,8 @@ def write_card(model_dir: Path) -> Path:
         "The default of 30 steps was chosen after the 20-step rows above were measured, on the same held-out "
         "prompts and seeds, so the default rows are not an independent test: full mode at 30 steps reaches the "
         "direction target by a small margin.", "",
+        "## Within the 25-minute budget: a from-scratch run (not shipped)", *from_scratch_section(from_scratch_dir),
+        "",
         "## Generation time (default clip, dense)", *timing_section(timings), "",
         "## Attention structure", *attention_section(attention), "",
     ]
@@ -223,8 +254,9 @@ def write_card(model_dir: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=EMBEDDED_MODEL_DIR)
+    parser.add_argument("--from-scratch-dir", type=Path, default=FROM_SCRATCH_DIR)
     args = parser.parse_args()
-    print(write_card(args.model_dir))
+    print(write_card(args.model_dir, args.from_scratch_dir))
 
 
 if __name__ == "__main__":
