@@ -17,6 +17,13 @@ from .naive import (
     block_sparse_attention_reference,
     index_table_to_block_mask,
 )
+from .window import (
+    LocalWindowMask,
+    classify_blocks,
+    window_block_counts,
+    window_block_flags,
+    window_dense_mask,
+)
 
 BACKENDS = ("auto", "triton", "reference")
 TRITON_BLOCK_SIZES = (32, 64, 128)
@@ -52,7 +59,16 @@ def check_block_sparse_inputs(q, k, v, kv_indices, kv_counts, block_size, text_k
         if text_key_mask.dtype != torch.bool or text_key_mask.shape != (b, text_k.shape[2]):
             raise ValueError(f"text_key_mask must be bool ({b}, {text_k.shape[2]}); got {text_key_mask.dtype} "
                              f"{tuple(text_key_mask.shape)}")
-    if element_mask is not None and (element_mask.dtype != torch.bool or element_mask.dim() != 4
+    if isinstance(element_mask, LocalWindowMask):
+        n_blocks = math.ceil(n / block_size)
+        if element_mask.num_tokens != n:
+            raise ValueError(f"LocalWindowMask has coordinates for {element_mask.num_tokens} tokens, expected {n}")
+        full = element_mask.block_full
+        if full is not None and (full.dim() != 4 or full.shape[0] not in (1, b) or full.shape[1] not in (1, h)
+                                 or full.shape[2:] != (n_blocks, n_blocks)):
+            raise ValueError(f"LocalWindowMask.block_full must be (B|1, H|1, {n_blocks}, {n_blocks}); got "
+                             f"{tuple(full.shape)}")
+    elif element_mask is not None and (element_mask.dtype != torch.bool or element_mask.dim() != 4
                                      or element_mask.shape[0] not in (1, b) or element_mask.shape[1] not in (1, h)
                                      or element_mask.shape[2:] != (n, n)):
         raise ValueError(f"element_mask must be bool (B|1, H|1, {n}, {n}); got {element_mask.dtype} "
@@ -85,7 +101,7 @@ def block_sparse_attention(
     text_k: torch.Tensor | None = None,
     text_v: torch.Tensor | None = None,
     text_key_mask: torch.Tensor | None = None,
-    element_mask: torch.Tensor | None = None,
+    element_mask: torch.Tensor | LocalWindowMask | None = None,
     scale: float | None = None,
     backend: str = "auto",
     return_lse: bool = True,
@@ -95,6 +111,8 @@ def block_sparse_attention(
     Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32; rows with no key give zeros and -inf.
     Both outputs are differentiable (q, k, v, text_k, text_v) on either backend. With return_lse=False the
     LSE may be None: the reference then computes the output with PyTorch's fused SDPA and the token mask.
+    element_mask is a bool (B|1, H|1, N, N) tensor or a `LocalWindowMask` (coordinates; no (N, N) tensor on the
+    Triton path, the reference materialises it).
     """
     check_block_sparse_inputs(q, k, v, kv_indices, kv_counts, block_size, text_k, text_v, text_key_mask, element_mask)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
@@ -112,6 +130,11 @@ def block_sparse_attention(
 
 
 __all__ = [
+    "LocalWindowMask",
+    "classify_blocks",
+    "window_block_counts",
+    "window_block_flags",
+    "window_dense_mask",
     "block_sparse_attention",
     "block_sparse_attention_reference",
     "block_mask_to_index_table",

@@ -56,7 +56,7 @@ def block_sparse_attention_reference(
     q, k, v: (B, H, N, D) visual tokens. kv_indices: int (B|1, H|1, ceil(N/block_size), maxK) key-block
     ids per query block (entries beyond kv_counts are ignored); kv_counts: (B|1, H|1, nQ).
     text_k, text_v: (B, H, L, D) keys/values every query attends to; text_key_mask: (B, L) bool, False =
-    padding. element_mask: (B|1, H|1, N, N) bool applied inside kept blocks.
+    padding. element_mask: (B|1, H|1, N, N) bool applied inside kept blocks, or a `LocalWindowMask`.
     Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32 (natural log); lse is None with
     return_lse=False, which takes PyTorch's fused SDPA instead of the explicit softmax.
     """
@@ -87,6 +87,9 @@ def keys_values_and_token_mask(q, k, v, kv_indices, kv_counts, block_size, text_
     block_mask = index_table_to_block_mask(kv_indices, kv_counts, n_blocks)
     mask = block_mask.repeat_interleave(block_size, -2)[..., :n, :].repeat_interleave(block_size, -1)[..., :n]
     if element_mask is not None:
+        if not isinstance(element_mask, torch.Tensor):
+            # A LocalWindowMask (window.py): the reference evaluates the same window as a dense mask.
+            element_mask = element_mask.to_dense(q.device)
         mask = mask & element_mask
     mask = mask.expand(b, h, n, n)
     keys, values = k, v

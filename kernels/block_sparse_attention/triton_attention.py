@@ -9,8 +9,10 @@ Layout and conventions shared by the three kernels:
   -inf, queries past the end are never stored;
 - text keys ("dense columns") are walked after the table, in tiles of the block size, for every query
   block; a (B, L) padding mask may switch some of them off;
-- the optional element mask (B|1, H|1, N, N) is only read for (query block, key block) pairs whose
-  `block_full` flag is 0, so whole blocks cost nothing extra.
+- the optional element mask is only evaluated for (query block, key block) pairs whose `block_full` flag
+  is 0, so whole blocks cost nothing extra. The constexpr HAS_EMASK says which kind (EMASK_NONE = 0 /
+  False: none; EMASK_DENSE = 1 / True: a (B|1, H|1, N, N) uint8 mask is read; EMASK_WINDOW = 2: a local
+  window is computed from (N, 3) int32 token coordinates, allowed = |dt| <= win_t and dy^2 + dx^2 < win_r2).
 
 Tensors the wrappers allocate (out, lse, gradients, feature maps) are contiguous (B, H, N, D) / (B, H, N);
 q, k, v and text k/v come with their own strides so that (B, N, H, D) views need no copy.
@@ -24,6 +26,8 @@ import triton
 import triton.language as tl
 
 LOG2E = 1.4426950408889634
+# Values of the kernels' HAS_EMASK constexpr (False / True still mean none / dense).
+EMASK_NONE, EMASK_DENSE, EMASK_WINDOW = 0, 1, 2
 
 
 def interpreting() -> bool:
@@ -128,7 +132,8 @@ def _prune_forward(configs, named_args, **kwargs):
     configs (8 warps; SUB 64/128; 2/3 stages; TMA on/off)."""
     block, block_d, tma_ok = kwargs["BLOCK"], kwargs["BLOCK_D"], kwargs["TMA_OK"]
     kept = [c for c in configs
-            if forward_config_allowed(c, block, block_d, tma_ok, tune=True, has_emask=kwargs["HAS_EMASK"]) is None]
+            if forward_config_allowed(c, block, block_d, tma_ok, tune=True,
+                                      has_emask=kwargs["HAS_EMASK"] == EMASK_DENSE) is None]
     return kept or [_fallback_forward_config(block, block_d)]
 
 
@@ -176,22 +181,48 @@ def _load_key_rows(base, offs_n, row_stride, offs_d, seq_len, HEAD_DIM: tl.const
 
 
 @triton.jit
-def _element_mask_scores(s, ElemMask, BlockFullRow, k_block, offs_m, offs_n, seq_len, s_em_q):
-    """Set scores outside the element mask to -inf, reading the mask only for partially kept blocks.
+def _window_keep(Coords, offs_m, offs_n, seq_len, win_r2, win_t):
+    """(rows, cols) bool: the local window between query tokens `offs_m` and key tokens `offs_n`, from their
+    (t, y, x) int32 coordinates (Coords is (N, 3) contiguous); False past the sequence end."""
+    m_ok = offs_m < seq_len
+    n_ok = offs_n < seq_len
+    tq = tl.load(Coords + offs_m * 3, mask=m_ok, other=0)
+    yq = tl.load(Coords + offs_m * 3 + 1, mask=m_ok, other=0)
+    xq = tl.load(Coords + offs_m * 3 + 2, mask=m_ok, other=0)
+    tk = tl.load(Coords + offs_n * 3, mask=n_ok, other=0)
+    yk = tl.load(Coords + offs_n * 3 + 1, mask=n_ok, other=0)
+    xk = tl.load(Coords + offs_n * 3 + 2, mask=n_ok, other=0)
+    dt = tq[:, None] - tk[None, :]
+    dy = yq[:, None] - yk[None, :]
+    dx = xq[:, None] - xk[None, :]
+    keep = (dt <= win_t) & (dt >= -win_t) & (dy * dy + dx * dx < win_r2)
+    return keep & m_ok[:, None] & n_ok[None, :]
 
-    ElemMask points at this (batch, head)'s (N, N) mask, BlockFullRow at this query block's flags.
+
+@triton.jit
+def _element_mask_scores(s, ElemMask, BlockFullRow, Coords, k_block, offs_m, offs_n, seq_len, s_em_q, win_r2, win_t,
+                         EMASK_KIND: tl.constexpr):
+    """Set scores outside the element mask to -inf, evaluating the mask only for partially kept blocks.
+
+    EMASK_KIND 1: ElemMask points at this (batch, head)'s (N, N) uint8 mask. EMASK_KIND 2: the local window
+    of `_window_keep` (radius^2 = win_r2, temporal radius win_t). BlockFullRow points at this query block's
+    flags.
     """
     full = tl.load(BlockFullRow + k_block)
     if full == 0:
-        inside = (offs_m[:, None] < seq_len) & (offs_n[None, :] < seq_len)
-        keep = tl.load(ElemMask + offs_m[:, None].to(tl.int64) * s_em_q + offs_n[None, :], mask=inside, other=0)
-        s = tl.where(keep != 0, s, float("-inf"))
+        if EMASK_KIND == 2:
+            keep = _window_keep(Coords, offs_m, offs_n, seq_len, win_r2, win_t)
+        else:
+            inside = (offs_m[:, None] < seq_len) & (offs_n[None, :] < seq_len)
+            keep = tl.load(ElemMask + offs_m[:, None].to(tl.int64) * s_em_q + offs_n[None, :], mask=inside,
+                           other=0) != 0
+        s = tl.where(keep, s, float("-inf"))
     return s
 
 
 @triton.jit
-def _visual_tile(q, k_base, v_base, s_kn, s_vn, em_base, full_row, s_emq, k_block, offs_m, offs_n, offs_d, seq_len,
-                 qk_scale_log2, HEAD_DIM: tl.constexpr, EVEN_N: tl.constexpr, EVEN_D: tl.constexpr,
+def _visual_tile(q, k_base, v_base, s_kn, s_vn, em_base, full_row, coords, s_emq, win_r2, win_t, k_block, offs_m,
+                 offs_n, offs_d, seq_len, qk_scale_log2, HEAD_DIM: tl.constexpr, EVEN_N: tl.constexpr, EVEN_D: tl.constexpr,
                  HAS_EMASK: tl.constexpr):
     """Scores (log2 units) of the query tile against visual keys `offs_n`, with the keys and values."""
     k = _load_key_rows(k_base, offs_n, s_kn, offs_d, seq_len, HEAD_DIM, EVEN_N, EVEN_D)
@@ -201,7 +232,8 @@ def _visual_tile(q, k_base, v_base, s_kn, s_vn, em_base, full_row, s_emq, k_bloc
         # An additive -inf on keys past the end fuses with the scale into one FMA.
         s += tl.where(offs_n < seq_len, 0.0, float("-inf"))[None, :]
     if HAS_EMASK:
-        s = _element_mask_scores(s, em_base, full_row, k_block, offs_m, offs_n, seq_len, s_emq)
+        s = _element_mask_scores(s, em_base, full_row, coords, k_block, offs_m, offs_n, seq_len, s_emq, win_r2, win_t,
+                                 HAS_EMASK)
     return s, k, v
 
 
@@ -243,12 +275,12 @@ def _dq_step(s, k, v, do, lse, delta, dq):
 @triton.jit
 def block_sparse_forward_kernel(
     Q, K, V, Out, Lse, KvIdx, KvCnt,
-    TextK, TextV, TextMask, ElemMask, BlockFull,
+    TextK, TextV, TextMask, ElemMask, BlockFull, Coords,
     s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn,
     s_ib, s_ih, s_iq, s_cb, s_ch,
     s_tkb, s_tkh, s_tkn, s_tvb, s_tvh, s_tvn, s_tmb,
     s_emb, s_emh, s_emq, s_fb, s_fh, s_fq,
-    num_heads, seq_len, text_len, qk_scale_log2,
+    num_heads, seq_len, text_len, qk_scale_log2, win_r2, win_t,
     BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_N: tl.constexpr, HAS_TEXT: tl.constexpr, HAS_TEXT_MASK: tl.constexpr,
     HAS_EMASK: tl.constexpr, TMA_OK: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
@@ -297,7 +329,8 @@ def block_sparse_forward_kernel(
             if not EVEN_N:
                 qk = tl.where((offs_n < seq_len)[None, :], qk, float("-inf"))
             if HAS_EMASK:
-                qk = _element_mask_scores(qk, em_base, full_row, k_block, offs_m, offs_n, seq_len, s_emq)
+                qk = _element_mask_scores(qk, em_base, full_row, Coords, k_block, offs_m, offs_n, seq_len, s_emq,
+                                          win_r2, win_t, HAS_EMASK)
             if USE_TMA:
                 v = v_desc.load([start, 0])
             else:
@@ -330,12 +363,12 @@ def block_sparse_forward_kernel(
 @triton.jit
 def block_sparse_dq_kernel(
     Q, K, V, DO, Lse, Delta, DQ, KvIdx, KvCnt,
-    TextK, TextV, TextMask, ElemMask, BlockFull,
+    TextK, TextV, TextMask, ElemMask, BlockFull, Coords,
     s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn,
     s_ib, s_ih, s_iq, s_cb, s_ch,
     s_tkb, s_tkh, s_tkn, s_tvb, s_tvh, s_tvn, s_tmb,
     s_emb, s_emh, s_emq, s_fb, s_fh, s_fq,
-    num_heads, seq_len, text_len, qk_scale_log2, scale,
+    num_heads, seq_len, text_len, qk_scale_log2, scale, win_r2, win_t,
     BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_N: tl.constexpr, HAS_TEXT: tl.constexpr, HAS_TEXT_MASK: tl.constexpr,
     HAS_EMASK: tl.constexpr,
@@ -370,8 +403,8 @@ def block_sparse_dq_kernel(
         k_block = tl.load(idx_row + slot)
         for sub in tl.static_range(BLOCK // SUB):
             offs_n = k_block * BLOCK + sub * SUB + tl.arange(0, SUB)
-            s, k, v = _visual_tile(q, k_base, v_base, s_kn, s_vn, em_base, full_row, s_emq, k_block, offs_m,
-                                   offs_n, offs_d, seq_len, qk_scale_log2, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM,
+            s, k, v = _visual_tile(q, k_base, v_base, s_kn, s_vn, em_base, full_row, Coords, s_emq, win_r2, win_t,
+                                   k_block, offs_m, offs_n, offs_d, seq_len, qk_scale_log2, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM,
                                    HAS_EMASK)
             dq = _dq_step(s, k, v, do, lse, delta, dq)
 
@@ -394,11 +427,11 @@ def block_sparse_dq_kernel(
 )
 @triton.jit
 def block_sparse_dkdv_kernel(
-    Q, K, V, DO, Lse, Delta, DK, DV, QIdx, QCnt, KeyMask, ElemMask, BlockFull,
+    Q, K, V, DO, Lse, Delta, DK, DV, QIdx, QCnt, KeyMask, ElemMask, BlockFull, Coords,
     s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn,
     s_ib, s_ih, s_ik, s_cb, s_ch, s_ck, s_kmb,
     s_emb, s_emh, s_emq, s_fb, s_fh, s_fq,
-    num_heads, seq_len, key_len, qk_scale_log2, scale,
+    num_heads, seq_len, key_len, qk_scale_log2, scale, win_r2, win_t,
     BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_KEY_MASK: tl.constexpr, HAS_EMASK: tl.constexpr,
 ):
@@ -444,7 +477,8 @@ def block_sparse_dkdv_kernel(
             s = tl.dot(q, tl.trans(k)) * qk_scale_log2 + key_bias[None, :]
             if HAS_EMASK:
                 full_row = BlockFull + b * s_fb + h * s_fh + q_block * s_fq
-                s = _element_mask_scores(s, em_base, full_row, k_block, offs_m, offs_n, seq_len, s_emq)
+                s = _element_mask_scores(s, em_base, full_row, Coords, k_block, offs_m, offs_n, seq_len, s_emq, win_r2,
+                                         win_t, HAS_EMASK)
             p = tl.math.exp2(s - lse[:, None])
             dv += tl.dot(tl.trans(p.to(do.dtype)), do)
             dp = tl.dot(do, tl.trans(v))

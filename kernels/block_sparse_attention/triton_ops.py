@@ -9,6 +9,9 @@ import triton
 
 from .naive import block_mask_to_index_table, index_table_to_block_mask
 from .triton_attention import (
+    EMASK_DENSE,
+    EMASK_NONE,
+    EMASK_WINDOW,
     LOG2E,
     block_sparse_dkdv_kernel,
     block_sparse_dq_kernel,
@@ -17,6 +20,7 @@ from .triton_attention import (
     forward_config_allowed,
     interpreting,
 )
+from .window import LocalWindowMask
 
 
 @dataclass
@@ -45,6 +49,21 @@ class ElementMask:
         blocks = padded.view(*mask.shape[:-2], n_blocks, block_size, n_blocks, block_size)
         block_full = blocks.amin(dim=(-3, -1)).contiguous()
         return cls(mask.to(torch.uint8).contiguous(), block_full)
+
+
+def _element_mask_args(element_mask: ElementMask | LocalWindowMask | None, placeholder: torch.Tensor,
+                       block_size: int):
+    """Kernel arguments of an element mask: (mask, block_full, coords, win_r2, win_t, HAS_EMASK kind)."""
+    if element_mask is None:
+        em = placeholder.new_empty((1, 1, 1, 1))
+        return em, em, em, 0, 0, EMASK_NONE
+    if isinstance(element_mask, LocalWindowMask):
+        window = element_mask.with_block_full(block_size)
+        em = placeholder.new_empty((1, 1, 1, 1))
+        device = placeholder.device
+        return (em, window.block_full.to(device, torch.uint8).contiguous(), window.coords.to(device).contiguous(),
+                window.radius ** 2, window.temporal_radius, EMASK_WINDOW)
+    return element_mask.mask, element_mask.block_full, placeholder, 0, 0, EMASK_DENSE
 
 
 def _bhn_strides(x: torch.Tensor) -> tuple[int, int, int]:
@@ -108,7 +127,7 @@ def launch_forward(
     block_size: int,
     scale: float,
     text: TextKeys | None,
-    element_mask: ElementMask | None,
+    element_mask: ElementMask | LocalWindowMask | None,
     config: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32.
@@ -132,8 +151,7 @@ def launch_forward(
     text_k = _last_dim_contiguous(text.k) if text is not None else placeholder.new_empty((1, 1, 1, 1))
     text_v = _last_dim_contiguous(text.v) if text is not None else text_k
     text_mask = text.key_mask if text is not None and text.key_mask is not None else placeholder
-    em = element_mask.mask if element_mask is not None else placeholder.new_empty((1, 1, 1, 1))
-    full = element_mask.block_full if element_mask is not None else em
+    em, full, coords, win_r2, win_t, emask_kind = _element_mask_args(element_mask, placeholder, block_size)
     grid = (n_blocks, b * h)
     block_d = _head_block(d)
     tma_ok = tma_layout_ok(k, v) and (_device_has_tma(q) or (interpreting() and config is not None))
@@ -141,7 +159,7 @@ def launch_forward(
     options = {}
     if config is not None:
         chosen = forward_config(**config)
-        why_not = forward_config_allowed(chosen, block_size, block_d, tma_ok)
+        why_not = forward_config_allowed(chosen, block_size, block_d, tma_ok, has_emask=emask_kind == EMASK_DENSE)
         if why_not is not None:
             raise ValueError(f"forward config {config} cannot run here: {why_not}")
         kernel = block_sparse_forward_kernel.fn  # the jitted kernel under the autotuner
@@ -150,15 +168,15 @@ def launch_forward(
         _ensure_tma_allocator()
     kernel[grid](
         q, k, v, out, lse, kv_indices, kv_counts,
-        text_k, text_v, text_mask, em, full,
+        text_k, text_v, text_mask, em, full, coords,
         *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
         *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 2),
         *_bhn_strides(text_k), *_bhn_strides(text_v), text_mask.stride(0) if text_mask.dim() == 2 else 0,
         *_broadcast_strides(em, 3), *_broadcast_strides(full, 3),
-        h, n, text.k.shape[2] if text is not None else 0, scale * LOG2E,
+        h, n, text.k.shape[2] if text is not None else 0, scale * LOG2E, win_r2, win_t,
         BLOCK=block_size, HEAD_DIM=d, BLOCK_D=block_d, EVEN_N=n % block_size == 0,
         HAS_TEXT=text is not None, HAS_TEXT_MASK=text is not None and text.key_mask is not None,
-        HAS_EMASK=element_mask is not None, TMA_OK=tma_ok, **options,
+        HAS_EMASK=emask_kind, TMA_OK=tma_ok, **options,
     )
     return out, lse
 
@@ -172,7 +190,7 @@ def transpose_index_table(kv_indices: torch.Tensor, kv_counts: torch.Tensor, num
 def launch_backward(
     q, k, v, out, lse, grad_out, grad_lse,
     kv_indices, kv_counts, block_size: int, scale: float,
-    text: TextKeys | None, element_mask: ElementMask | None,
+    text: TextKeys | None, element_mask: ElementMask | LocalWindowMask | None,
 ):
     """Returns dq, dk, dv, d_text_k, d_text_v (the text gradients are None without text)."""
     b, h, n, d = q.shape
@@ -194,29 +212,28 @@ def launch_backward(
     text_v = _last_dim_contiguous(text.v) if text is not None else text_k
     text_mask = text.key_mask if text is not None and text.key_mask is not None else placeholder
     text_len = text.k.shape[2] if text is not None else 0
-    em = element_mask.mask if element_mask is not None else placeholder.new_empty((1, 1, 1, 1))
-    full = element_mask.block_full if element_mask is not None else em
-    common = {"BLOCK": block_size, "HEAD_DIM": d, "BLOCK_D": _head_block(d), "HAS_EMASK": element_mask is not None}
+    em, full, coords, win_r2, win_t, emask_kind = _element_mask_args(element_mask, placeholder, block_size)
+    common = {"BLOCK": block_size, "HEAD_DIM": d, "BLOCK_D": _head_block(d), "HAS_EMASK": emask_kind}
 
     block_sparse_dq_kernel[(n_blocks, b * h)](
         q, k, v, grad_out, lse, delta, dq, kv_indices, kv_counts,
-        text_k, text_v, text_mask, em, full,
+        text_k, text_v, text_mask, em, full, coords,
         *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
         *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 2),
         *_bhn_strides(text_k), *_bhn_strides(text_v), text_mask.stride(0) if text_mask.dim() == 2 else 0,
         *_broadcast_strides(em, 3), *_broadcast_strides(full, 3),
-        h, n, text_len, scale * LOG2E, scale,
+        h, n, text_len, scale * LOG2E, scale, win_r2, win_t,
         EVEN_N=n % block_size == 0, HAS_TEXT=text is not None,
         HAS_TEXT_MASK=text is not None and text.key_mask is not None, **common,
     )
 
     q_indices, q_counts = transpose_index_table(kv_indices, kv_counts, n_blocks)
     block_sparse_dkdv_kernel[(n_blocks, b * h)](
-        q, k, v, grad_out, lse, delta, dk, dv, q_indices, q_counts, placeholder, em, full,
+        q, k, v, grad_out, lse, delta, dk, dv, q_indices, q_counts, placeholder, em, full, coords,
         *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
         *_broadcast_strides(q_indices, 3), *_broadcast_strides(q_counts, 3), 0,
         *_broadcast_strides(em, 3), *_broadcast_strides(full, 3),
-        h, n, n, scale * LOG2E, scale, HAS_KEY_MASK=False, **common,
+        h, n, n, scale * LOG2E, scale, win_r2, win_t, HAS_KEY_MASK=False, **common,
     )
 
     d_text_k = d_text_v = None
@@ -228,12 +245,12 @@ def launch_backward(
         all_count = torch.full((1,), n_blocks, dtype=torch.int32, device=q.device)
         block_sparse_dkdv_kernel[(triton.cdiv(text_len, block_size), b * h)](
             q, text_k, text_v, grad_out, lse, delta, d_text_k, d_text_v, all_q_blocks, all_count, text_mask,
-            em, full,
+            em, full, coords,
             *_bhn_strides(q), *_bhn_strides(text_k), *_bhn_strides(text_v),
             0, 0, 0, 0, 0, 0, text_mask.stride(0) if text_mask.dim() == 2 else 0,
             0, 0, 0, 0, 0, 0,
-            h, n, text_len, scale * LOG2E, scale,
-            BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), HAS_EMASK=False,
+            h, n, text_len, scale * LOG2E, scale, 0, 0,
+            BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), HAS_EMASK=EMASK_NONE,
             HAS_KEY_MASK=text.key_mask is not None,
         )
     return dq, dk, dv, d_text_k, d_text_v
@@ -245,7 +262,10 @@ class BlockSparseAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, text_k, text_v, kv_indices, kv_counts, text_key_mask, element_mask, block_size, scale):
         text = TextKeys(text_k, text_v, text_key_mask) if text_k is not None else None
-        emask = ElementMask.from_bool(element_mask, block_size) if element_mask is not None else None
+        if isinstance(element_mask, LocalWindowMask):
+            emask = element_mask.with_block_full(block_size)
+        else:
+            emask = ElementMask.from_bool(element_mask, block_size) if element_mask is not None else None
         out, lse = launch_forward(q, k, v, kv_indices, kv_counts, block_size, scale, text, emask)
         ctx.save_for_backward(q, k, v, text_k, text_v, kv_indices, kv_counts, text_key_mask, out, lse)
         ctx.element_mask = emask
