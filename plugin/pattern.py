@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .kernels.block_sparse_attention.window import LocalWindowMask
+
 
 @dataclass
 class BlockPattern:
@@ -22,8 +24,10 @@ class BlockPattern:
     token_order: optional permutation of the visual tokens applied before blocking (reorder="hilbert",
         DraftAttention's cell reordering); `token_order[i]` is the original index of reordered token i.
         None means raster order.
-    element_mask: optional exact mask on token pairs inside kept blocks (CLEAR's radius), a bool tensor
-        (B|1, H|1, N, N) in the (possibly reordered) token order; None = whole blocks.
+    element_mask: optional exact mask on token pairs inside kept blocks, in the (possibly reordered) token
+        order: a bool tensor (B|1, H|1, N, N), or a `LocalWindowMask` (CLEAR's radius as per-token coordinates,
+        which the kernels evaluate in place; it materialises as (1, 1, N, N) only when indexed); None = whole
+        blocks.
     extras: method-specific data that travels with the plan (e.g. pooled mass for rectified attention).
     """
 
@@ -31,7 +35,7 @@ class BlockPattern:
     block_size: int
     num_tokens: int
     token_order: torch.Tensor | None = None
-    element_mask: torch.Tensor | None = None
+    element_mask: torch.Tensor | LocalWindowMask | None = None
     extras: dict | None = None
     # density_per_head() of this pattern, computed once: the runtime records it on every attention call, and a
     # cached pattern serves many calls (with an element mask at 720p the count is gigabytes of work).
@@ -63,6 +67,10 @@ class BlockPattern:
         return self._density
 
     def _compute_density_per_head(self) -> torch.Tensor:
+        if isinstance(self.element_mask, LocalWindowMask):
+            # Allowed pairs per block pair, counted from the coordinates in row chunks (no (N, N) tensor).
+            counts = self.element_mask.block_pair_counts(self.block_size).to(self.block_mask.device, torch.float64)
+            return (self.block_mask.to(torch.float64) * counts).sum(dim=(-2, -1)) / (self.num_tokens**2)
         if self.element_mask is not None:
             return self._element_density_per_head()
         sizes = block_sizes(self.num_tokens, self.block_size, self.block_mask.device).to(torch.float64)
@@ -108,7 +116,9 @@ class BlockPattern:
         n = self.num_tokens
         mask = self.block_mask.repeat_interleave(self.block_size, dim=-2)[..., :n, :]
         mask = mask.repeat_interleave(self.block_size, dim=-1)[..., :n]
-        if self.element_mask is not None:
+        if isinstance(self.element_mask, LocalWindowMask):
+            mask = mask & self.element_mask.to_dense(mask.device)
+        elif self.element_mask is not None:
             mask = mask & self.element_mask
         return mask
 

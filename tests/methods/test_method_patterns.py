@@ -9,8 +9,9 @@ import torch
 from method_cases import make_call, random_inputs
 from swiftdit.methods import build_method
 from swiftdit.methods.blocking import grid_coords, hilbert_order, patch_order, reorder_tokens, restore_token_order
-from swiftdit.methods import clear
-from swiftdit.methods.clear import local_window_mask
+from swiftdit.kernels.block_sparse_attention import window as window_module
+from swiftdit.methods.base import attend_with_pattern
+from swiftdit.pattern import BlockPattern
 from swiftdit.methods.draft import quantile_keep
 from swiftdit.methods.radial import radial_block_mask
 
@@ -177,16 +178,89 @@ def test_clear_video_window_spans_temporal_radius():
         assert int(window[frame].sum()) == 9 and window[frame, 2, 3]
 
 
-def test_clear_window_does_not_depend_on_query_chunking(monkeypatch):
+def local_window_mask(grid, radius, temporal_radius, order):
+    """CLEAR's former (N, N) element mask, kept here as the reference of the coordinate window."""
+    coords = grid_coords(grid)
+    if order is not None:
+        coords = coords[order]
+    offset = coords[:, None, :] - coords[None, :, :]
+    return (offset[..., 0].abs() <= temporal_radius) & (offset[..., 1] ** 2 + offset[..., 2] ** 2 < radius**2)
+
+
+def blocks_touched(element_mask, block_size):
+    """CLEAR's former block map: block pairs holding at least one allowed pair."""
+    n = element_mask.shape[-1]
+    n_blocks = -(-n // block_size)
+    padded = torch.nn.functional.pad(element_mask, (0, n_blocks * block_size - n, 0, n_blocks * block_size - n))
+    return padded.view(n_blocks, block_size, n_blocks, block_size).any(dim=3).any(dim=1)
+
+
+def test_clear_window_does_not_depend_on_chunking(monkeypatch):
     grid = (2, 7, 9)
     whole = local_window_mask(grid, 3, 1, None)
     pattern = plan("clear", dict(radius=3, reorder="none"), grid)
-    monkeypatch.setattr(clear, "QUERY_CHUNK", 10)
-    assert torch.equal(local_window_mask(grid, 3, 1, None), whole)
-    assert torch.equal(plan("clear", dict(radius=3, reorder="none"), grid).block_mask, pattern.block_mask)
-    coords = grid_coords(grid)
-    offset = coords[:, None] - coords[None, :]
-    assert torch.equal(whole, (offset[..., 0].abs() <= 1) & (offset[..., 1] ** 2 + offset[..., 2] ** 2 < 9))
+    monkeypatch.setattr(window_module, "PAIRS_PER_CHUNK", 10)
+    small_chunks = plan("clear", dict(radius=3, reorder="none"), grid)
+    assert torch.equal(small_chunks.block_mask, pattern.block_mask)
+    assert torch.equal(small_chunks.element_mask.block_full, pattern.element_mask.block_full)
+    assert torch.equal(small_chunks.element_mask[0, 0], whole)
+    assert torch.equal(pattern.block_mask[0, 0], blocks_touched(whole, 64))
+
+
+@pytest.mark.parametrize("grid,options", [
+    ((2, 16, 16), dict(radius=3, temporal_radius=0)),
+    ((3, 10, 14), dict(radius=5, temporal_radius=1, reorder="hilbert")),
+    ((2, 9, 20), dict(radius=4, temporal_radius=1, reorder="none", block_size=128)),
+])
+def test_clear_matches_the_former_dense_mask_path(grid, options):
+    inputs = random_inputs(grid, batch=1, heads=2, head_dim=8)
+    method = build_method("clear", options)
+    call = make_call(grid)
+    pattern = method.plan(inputs.q, inputs.k, call)
+    order = pattern.token_order
+    dense = local_window_mask(grid, method.config.radius, method.config.temporal_radius, order)
+    former = BlockPattern(blocks_touched(dense, method.config.block_size)[None, None], method.config.block_size,
+                          dense.shape[0], token_order=order, element_mask=dense[None, None])
+    assert torch.equal(pattern.block_mask, former.block_mask)
+    assert torch.equal(pattern.to_index_table()[0], former.to_index_table()[0])
+    assert torch.equal(pattern.element_mask[0, 0], dense)
+    assert math.isclose(pattern.density(), former.density(), rel_tol=1e-12)
+    assert math.isclose(pattern.density(), float(dense.double().mean()), rel_tol=1e-12)
+    out = method.attend(inputs, pattern, call)
+    former_out = attend_with_pattern(inputs, former, return_lse=False)[0]
+    assert torch.allclose(out, former_out, atol=1e-6, rtol=1e-5)
+    out, lse = attend_with_pattern(inputs, pattern)
+    former_out, former_lse = attend_with_pattern(inputs, former)
+    assert torch.equal(out, former_out) and torch.equal(lse, former_lse)
+
+
+def test_clear_plan_builds_no_token_pair_tensor(monkeypatch):
+    """Planning, density and the index table never hold an (N, N) tensor: every tensor any op creates is
+    bounded by the row chunk (here 64 rows x N) or the (nQ, nK) block grid."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LargestOutput(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(t, torch.Tensor):
+                    LargestOutput.largest = max(LargestOutput.largest, t.numel())
+            return out
+
+    monkeypatch.setattr(window_module, "PAIRS_PER_CHUNK", 1 << 16)
+    grid = (2, 24, 32)
+    n = 2 * 24 * 32
+    inputs = random_inputs(grid, batch=1, heads=1, head_dim=8)
+    method = build_method("clear", dict(radius=6, temporal_radius=1))
+    with LargestOutput():
+        pattern = method.plan(inputs.q, inputs.k, make_call(grid))
+        density = pattern.density()
+        pattern.to_index_table()
+    assert 0.0 < density < 0.2
+    assert LargestOutput.largest <= 64 * n < n * n // 16
+    assert pattern.element_mask.numel() < n * n // 64  # bytes the pattern holds for its window
 
 
 def test_clear_pattern_prunes_blocks_and_masks_boundaries_in_token_order():
