@@ -95,7 +95,9 @@ def forward_smem_estimate(block: int, block_d: int, num_stages: int, elem_bytes:
                           has_emask: bool = False) -> int:
     """Shared memory of one program: the query tile and `num_stages` buffers of a key block's K and V
     (matches what Triton 3.6 allocates for sm_90 to within 0.1%); the element mask's uint8 tiles are
-    pipelined too (bounded by one block x block tile per stage)."""
+    pipelined too (bounded by one block x block tile per stage). has_emask means the dense (N, N) mask
+    (EMASK_DENSE); the coordinate window (EMASK_WINDOW) loads 3 int32 per row and column and adds no tiles
+    (sm_90 compile, Triton 3.9: same shared memory as no mask)."""
     mask = num_stages * block * block if has_emask else 0
     return block * block_d * elem_bytes + num_stages * 2 * block * block_d * elem_bytes + mask
 
