@@ -13,6 +13,7 @@ from typing import Callable, Hashable
 
 import torch
 
+from .kernels.block_sparse_attention import LocalWindowMask
 from .pattern import BlockPattern
 
 
@@ -62,6 +63,11 @@ class PatternCache:
 
 
 def _pattern_bytes(pattern: BlockPattern) -> int:
-    tensors = [pattern.block_mask, pattern.token_order, pattern.element_mask]
+    tensors = [pattern.block_mask, pattern.token_order]
+    window_bytes = 0
+    if isinstance(pattern.element_mask, LocalWindowMask):
+        window_bytes = pattern.element_mask.nbytes()
+    else:
+        tensors.append(pattern.element_mask)
     tensors += [v for v in (pattern.extras or {}).values() if isinstance(v, torch.Tensor)]
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    return window_bytes + sum(t.numel() * t.element_size() for t in tensors if t is not None)

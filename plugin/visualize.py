@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .kernels.block_sparse_attention import LocalWindowMask
 from .pattern import BlockPattern, block_sizes, num_blocks
 
 KEPT_COLOUR = np.array([255, 196, 61], dtype=np.float32)
@@ -25,10 +26,14 @@ def block_fill(pattern: BlockPattern, batch: int = 0, head: int = 0) -> torch.Te
     if pattern.element_mask is None:
         return block_mask
     n, size = pattern.num_tokens, pattern.block_size
-    padded_len = num_blocks(n, size) * size
-    elements = torch.zeros(padded_len, padded_len, dtype=torch.bool, device=block_mask.device)
-    elements[:n, :n] = pick(pattern.element_mask)
-    allowed = elements.view(padded_len // size, size, padded_len // size, size).sum(dim=(1, 3), dtype=torch.float32)
+    if isinstance(pattern.element_mask, LocalWindowMask):
+        allowed = pattern.element_mask.block_pair_counts(size).to(block_mask.device, torch.float32)
+    else:
+        padded_len = num_blocks(n, size) * size
+        elements = torch.zeros(padded_len, padded_len, dtype=torch.bool, device=block_mask.device)
+        elements[:n, :n] = pick(pattern.element_mask)
+        allowed = elements.view(padded_len // size, size, padded_len // size, size).sum(dim=(1, 3),
+                                                                                       dtype=torch.float32)
     sizes = block_sizes(n, size, block_mask.device).float()
     return block_mask * allowed / (sizes[:, None] * sizes[None, :])
 

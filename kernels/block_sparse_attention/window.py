@@ -28,9 +28,8 @@ class LocalWindowMask:
     block_full: optional (B|1, H|1, nQ, nK) uint8, 1 where every pair of the block is allowed (the kernels
         then skip the window test); computed from the coordinates at launch when None.
 
-    It stands in for the bool (1, 1, N, N) mask where a pattern holds one (`shape`, `dim()`, indexing and `&`
-    materialise the dense mask, for the reference and pictures on small shapes only); `numel()` and
-    `element_size()` describe the bytes actually stored, so that pattern byte counts stay honest.
+    Code that needs the token-pair mask itself (the reference, pictures, a per-call visual mask) asks for it
+    with `to_dense()`; everything else works from the coordinates and the per-block counts.
     """
 
     coords: torch.Tensor
@@ -56,17 +55,6 @@ class LocalWindowMask:
     @property
     def device(self) -> torch.device:
         return self.coords.device
-
-    @property
-    def shape(self) -> torch.Size:
-        return torch.Size((1, 1, self.num_tokens, self.num_tokens))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.bool
-
-    def dim(self) -> int:
-        return 4
 
     def block_pair_counts(self, block_size: int) -> torch.Tensor:
         """(nQ, nK) int32: allowed pairs per block pair (cached per block size)."""
@@ -94,20 +82,10 @@ class LocalWindowMask:
         return window_dense_mask(self.coords.to(device) if device is not None else self.coords, self.radius,
                                  self.temporal_radius)[None, None]
 
-    def __getitem__(self, index) -> torch.Tensor:
-        return self.to_dense()[index]
-
-    def __and__(self, other: torch.Tensor) -> torch.Tensor:
-        return self.to_dense(other.device) & other
-
-    __rand__ = __and__
-
-    def numel(self) -> int:
+    def nbytes(self) -> int:
+        """Bytes held: coordinates, block flags and the cached per-block counts."""
         tensors = [self.coords, self.block_full, *self._counts.values()]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
-
-    def element_size(self) -> int:
-        return 1
 
 
 def _allowed(rows: torch.Tensor, cols: torch.Tensor, radius: int, temporal_radius: int) -> torch.Tensor:

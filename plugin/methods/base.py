@@ -23,7 +23,7 @@ import torch
 from ..context import AttentionCall
 from ..pattern import BlockPattern
 from ..validation import check_int
-from swiftdit.kernels.block_sparse_attention import block_sparse_attention
+from swiftdit.kernels.block_sparse_attention import LocalWindowMask, block_sparse_attention
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,9 @@ def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern, *,
             visual_mask = visual_mask[:, :, order][:, :, :, order]
     element_mask = pattern.element_mask
     if visual_mask is not None:
+        if isinstance(element_mask, LocalWindowMask):
+            # A per-call mask on visual tokens (rare) has to be combined pair by pair: the window goes dense.
+            element_mask = element_mask.to_dense(visual_mask.device)
         element_mask = visual_mask if element_mask is None else element_mask & visual_mask
     kv_indices, kv_counts = pattern.to_index_table()
     out, lse = block_sparse_attention(

@@ -63,18 +63,14 @@ def test_block_flags_from_coords_match_dense_mask(grid, reorder, radius, tempora
     assert torch.equal(table, ref_table) and torch.equal(table_counts, ref_counts)
 
 
-def test_window_mask_stands_in_for_a_dense_mask():
+def test_window_mask_densifies_on_request_and_stores_no_token_pairs():
     coords = window_coords((2, 6, 7), "patch", 32)
     window = LocalWindowMask(coords, 3, 1)
-    dense = dense_window(coords, 3, 1)
-    assert window.shape == (1, 1, 84, 84) and window.dim() == 4
-    assert torch.equal(window[0, 0], dense)
-    other = torch.rand(2, 1, 84, 84) < 0.5
-    assert torch.equal(window & other, dense & other)
-    assert window.numel() * window.element_size() == coords.numel() * 4  # nothing (N, N) stored
+    assert torch.equal(window.to_dense(), dense_window(coords, 3, 1)[None, None])
+    assert window.nbytes() == coords.numel() * 4  # nothing (N, N) stored
     full = window.with_block_full(32).block_full
     assert full.shape == (1, 1, 3, 3) and full.dtype == torch.uint8
-    assert window.numel() < 84 * 84
+    assert window.nbytes() < 84 * 84  # with the cached block counts
 
 
 WINDOW_CASES = [

@@ -12,6 +12,7 @@ from swiftdit.methods.blocking import grid_coords, hilbert_order, patch_order, r
 from swiftdit.kernels.block_sparse_attention import window as window_module
 from swiftdit.methods.base import attend_with_pattern
 from swiftdit.pattern import BlockPattern
+from swiftdit.pattern_cache import PatternCache
 from swiftdit.methods.draft import quantile_keep
 from swiftdit.methods.radial import radial_block_mask
 
@@ -203,7 +204,7 @@ def test_clear_window_does_not_depend_on_chunking(monkeypatch):
     small_chunks = plan("clear", dict(radius=3, reorder="none"), grid)
     assert torch.equal(small_chunks.block_mask, pattern.block_mask)
     assert torch.equal(small_chunks.element_mask.block_full, pattern.element_mask.block_full)
-    assert torch.equal(small_chunks.element_mask[0, 0], whole)
+    assert torch.equal(small_chunks.element_mask.to_dense()[0, 0], whole)
     assert torch.equal(pattern.block_mask[0, 0], blocks_touched(whole, 64))
 
 
@@ -223,7 +224,7 @@ def test_clear_matches_the_former_dense_mask_path(grid, options):
                           dense.shape[0], token_order=order, element_mask=dense[None, None])
     assert torch.equal(pattern.block_mask, former.block_mask)
     assert torch.equal(pattern.to_index_table()[0], former.to_index_table()[0])
-    assert torch.equal(pattern.element_mask[0, 0], dense)
+    assert torch.equal(pattern.element_mask.to_dense()[0, 0], dense)
     assert math.isclose(pattern.density(), former.density(), rel_tol=1e-12)
     assert math.isclose(pattern.density(), float(dense.double().mean()), rel_tol=1e-12)
     out = method.attend(inputs, pattern, call)
@@ -260,7 +261,10 @@ def test_clear_plan_builds_no_token_pair_tensor(monkeypatch):
         pattern.to_index_table()
     assert 0.0 < density < 0.2
     assert LargestOutput.largest <= 64 * n < n * n // 16
-    assert pattern.element_mask.numel() < n * n // 64  # bytes the pattern holds for its window
+    # What a pattern cache counts for it: block map, coordinates, flags and counts, not token pairs.
+    cache = PatternCache(refresh_every=1)
+    cache.get_or_plan_static("clear", lambda: pattern)
+    assert pattern.element_mask.nbytes() < cache.memory_bytes() < n * n // 64
 
 
 def test_clear_pattern_prunes_blocks_and_masks_boundaries_in_token_order():
@@ -268,11 +272,11 @@ def test_clear_pattern_prunes_blocks_and_masks_boundaries_in_token_order():
     pattern = plan("clear", dict(radius=3, temporal_radius=0), grid)
     raster_window = local_window_mask(grid, 3, 0, None)
     order = pattern.token_order
-    assert torch.equal(pattern.element_mask[0, 0], raster_window[order][:, order])
+    assert torch.equal(pattern.element_mask.to_dense()[0, 0], raster_window[order][:, order])
     blocks = pattern.block_mask[0, 0]
     assert not blocks.all()  # whole blocks outside every circle are skipped
     # Exactly the allowed pairs are computed: block pruning drops nothing the circle allows.
-    assert torch.equal(pattern.to_element_mask()[0, 0], pattern.element_mask[0, 0])
+    assert torch.equal(pattern.to_element_mask()[0, 0], pattern.element_mask.to_dense()[0, 0])
 
 
 # ----------------------------------------------------------------------------------------------- sparse
