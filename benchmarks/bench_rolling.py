@@ -55,11 +55,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_stream(frames, device: torch.device, period: int) -> dict:
+def timed_stream(frames, device: torch.device, period: int, drain_frames: int = 0) -> dict:
     """Consume a frame generator; per `period` frames (one chunk's worth): seconds per frame and peak memory.
 
     A chunk's frames arrive together, so per-frame time is read over windows of one chunk period, which in
-    steady state hold exactly one chunk's arrival wherever they start.
+    steady state hold exactly one chunk's arrival wherever they start. The last `drain_frames` frames come
+    while the window empties (under "rolling" no chunk enters after the last one, so the chunks in flight
+    finish faster and faster): `steady` leaves the windows that reach into them out.
     """
     collected, arrivals, peaks = [], [], []
     if device.type == "cuda":
@@ -80,12 +82,16 @@ def timed_stream(frames, device: torch.device, period: int) -> dict:
         "window_start_frames": np.array(list(windows)),
         "seconds_per_frame": np.array([(arrivals[w + period] - arrivals[w]) / period for w in windows]),
         "peak_bytes": np.array([peaks[w:w + period].max() for w in windows]),
+        "steady_end_frame": len(arrivals) - drain_frames - period,  # the last window start before the drain
     }
 
 
 def steady(measured: dict, key: str, start_frame: int) -> np.ndarray:
-    """The windows of `key` that start at or after `start_frame` (past the warm-up)."""
-    return measured[key][measured["window_start_frames"] >= start_frame]
+    """The windows of `key` that start at or after `start_frame` (past the warm-up) and end before the
+    stream's drain, if it has one."""
+    starts = measured["window_start_frames"]
+    end = measured.get("steady_end_frame", starts.max(initial=0))
+    return measured[key][(starts >= start_frame) & (starts <= end)]
 
 
 def flatness(measured: dict, key: str, start_frame: int) -> float | None:
@@ -155,9 +161,10 @@ def bench_embedded_timing(args, device: torch.device) -> dict:
     timing = {}
     for schedule in args.schedules:
         for name, sink_frames, window_frames in sink_variants(sink, window):
-            measured = timed_stream(stream_video(pipe, prompt, sink_frames=sink_frames, window_frames=window_frames,
-                                                 schedule=schedule, generator=torch.Generator(device).manual_seed(0),
-                                                 **common), device, video_chunk)
+            stream = open_stream(pipe, prompt, sink_frames=sink_frames, window_frames=window_frames,
+                                 schedule=schedule, generator=torch.Generator(device).manual_seed(0), **common)
+            measured = timed_stream(stream.frames(), device, video_chunk,
+                                    drain_frames=stream.config.chunks_in_flight * video_chunk)
             timing[f"{schedule}/{name}"] = {
                 "prompt": prompt,
                 "time_flatness": flatness(measured, "seconds_per_frame", FLAT_FROM_FRAME),
@@ -169,6 +176,7 @@ def bench_embedded_timing(args, device: torch.device) -> dict:
                 "ms_per_frame_by_window": [round(float(x) * 1e3, 3) for x in measured["seconds_per_frame"]],
                 "peak_mib_by_window": [round(float(x) / 2**20, 2) for x in measured["peak_bytes"]],
                 "window_start_frames": measured["window_start_frames"].tolist(),
+                "steady_end_frame": measured["steady_end_frame"],
             }
             print(f"timing {schedule}/{name}: {timing[f'{schedule}/{name}']['steady_ms_per_frame']:.2f} ms/frame, "
                   f"time flatness {timing[f'{schedule}/{name}']['time_flatness']}, "

@@ -39,6 +39,20 @@ def test_windows_before_the_start_frame_are_left_out(bench_rolling):
     assert bench_rolling.flatness(series, "seconds_per_frame", 0) > 1.0
 
 
+def test_the_drain_at_the_end_of_a_rolling_stream_is_left_out(bench_rolling):
+    # 40 frames in windows of 4, of which the last 12 come while 3 chunks in flight drain: the windows that
+    # reach into them (starting at 28 and 32) are not steady state.
+    frames = (np.zeros((1, 1, 3), np.uint8) for _ in range(40))
+    timed = bench_rolling.timed_stream(frames, bench_rolling.torch.device("cpu"), period=4, drain_frames=12)
+    assert timed["steady_end_frame"] == 40 - 12 - 4
+    starts = timed["window_start_frames"]
+    assert starts[starts <= timed["steady_end_frame"]].tolist() == [0, 4, 8, 12, 16, 20, 24]
+    series = measured([1.0] * 7 + [0.2, 0.1])  # the drain's windows are faster
+    series["steady_end_frame"] = 24
+    assert bench_rolling.flatness(series, "seconds_per_frame", 0) == 0.0
+    assert bench_rolling.trend(series, "seconds_per_frame", 0) == 0.0
+
+
 def test_summary_rates_and_drift(bench_rolling):
     def cache(color, direction, pixels):
         return {"last_16": {"color": color, "direction": direction, "shape": False},
