@@ -207,7 +207,7 @@ def compile_check(args) -> dict:
     rows = []
     for config, pruned in sweep_configs(BLOCK, 128, everything=True):
         constants = {"BLOCK": BLOCK, "HEAD_DIM": 128, "BLOCK_D": 128, "EVEN_N": False, "HAS_TEXT": False,
-                         "HAS_TEXT_MASK": False, "HAS_EMASK": False, "TMA_OK": True, "SUB": config["SUB"],
+                         "HAS_TEXT_MASK": False, "EMASK_KIND": 0, "TMA_OK": True, "SUB": config["SUB"],
                          "USE_TMA": config["USE_TMA"], "WARP_SPEC": config["WARP_SPEC"]}
         signature, attrs = {}, {}
         for i, name in enumerate(kernel.arg_names):

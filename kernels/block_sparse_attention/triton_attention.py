@@ -10,8 +10,8 @@ Layout and conventions shared by the three kernels:
 - text keys ("dense columns") are walked after the table, in tiles of the block size, for every query
   block; a (B, L) padding mask may switch some of them off;
 - the optional element mask is only evaluated for (query block, key block) pairs whose `block_full` flag
-  is 0, so whole blocks cost nothing extra. The constexpr HAS_EMASK says which kind (EMASK_NONE = 0 /
-  False: none; EMASK_DENSE = 1 / True: a (B|1, H|1, N, N) uint8 mask is read; EMASK_WINDOW = 2: a local
+  is 0, so whole blocks cost nothing extra. The constexpr EMASK_KIND says which kind (EMASK_NONE = 0:
+  none; EMASK_DENSE = 1: a (B|1, H|1, N, N) uint8 mask is read; EMASK_WINDOW = 2: a local
   window is computed from (N, 3) int32 token coordinates, allowed = |dt| <= win_t and dy^2 + dx^2 < win_r2).
 
 Tensors the wrappers allocate (out, lse, gradients, feature maps) are contiguous (B, H, N, D) / (B, H, N);
@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 LOG2E = 1.4426950408889634
-# Values of the kernels' HAS_EMASK constexpr (False / True still mean none / dense).
+# Values of the kernels' EMASK_KIND constexpr.
 EMASK_NONE, EMASK_DENSE, EMASK_WINDOW = 0, 1, 2
 
 
@@ -135,7 +135,7 @@ def _prune_forward(configs, named_args, **kwargs):
     block, block_d, tma_ok = kwargs["BLOCK"], kwargs["BLOCK_D"], kwargs["TMA_OK"]
     kept = [c for c in configs
             if forward_config_allowed(c, block, block_d, tma_ok, tune=True,
-                                      has_emask=kwargs["HAS_EMASK"] == EMASK_DENSE) is None]
+                                      has_emask=kwargs["EMASK_KIND"] == EMASK_DENSE) is None]
     return kept or [_fallback_forward_config(block, block_d)]
 
 
@@ -225,7 +225,7 @@ def _element_mask_scores(s, ElemMask, BlockFullRow, Coords, k_block, offs_m, off
 @triton.jit
 def _visual_tile(q, k_base, v_base, s_kn, s_vn, em_base, full_row, coords, s_emq, win_r2, win_t, k_block, offs_m,
                  offs_n, offs_d, seq_len, qk_scale_log2, HEAD_DIM: tl.constexpr, EVEN_N: tl.constexpr, EVEN_D: tl.constexpr,
-                 HAS_EMASK: tl.constexpr):
+                 EMASK_KIND: tl.constexpr):
     """Scores (log2 units) of the query tile against visual keys `offs_n`, with the keys and values."""
     k = _load_key_rows(k_base, offs_n, s_kn, offs_d, seq_len, HEAD_DIM, EVEN_N, EVEN_D)
     v = _load_key_rows(v_base, offs_n, s_vn, offs_d, seq_len, HEAD_DIM, EVEN_N, EVEN_D)
@@ -233,9 +233,9 @@ def _visual_tile(q, k_base, v_base, s_kn, s_vn, em_base, full_row, coords, s_emq
     if not EVEN_N:
         # An additive -inf on keys past the end fuses with the scale into one FMA.
         s += tl.where(offs_n < seq_len, 0.0, float("-inf"))[None, :]
-    if HAS_EMASK:
+    if EMASK_KIND:
         s = _element_mask_scores(s, em_base, full_row, coords, k_block, offs_m, offs_n, seq_len, s_emq, win_r2, win_t,
-                                 HAS_EMASK)
+                                 EMASK_KIND)
     return s, k, v
 
 
@@ -271,7 +271,7 @@ def _dq_step(s, k, v, do, lse, delta, dq):
 
 @triton.autotune(
     configs=default_forward_configs(),
-    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "HAS_EMASK", "EVEN_N", "TMA_OK"],
+    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "EMASK_KIND", "EVEN_N", "TMA_OK"],
     prune_configs_by={"early_config_prune": _prune_forward},
 )
 @triton.jit
@@ -285,7 +285,7 @@ def block_sparse_forward_kernel(
     num_heads, seq_len, text_len, qk_scale_log2, win_r2, win_t,
     BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_N: tl.constexpr, HAS_TEXT: tl.constexpr, HAS_TEXT_MASK: tl.constexpr,
-    HAS_EMASK: tl.constexpr, TMA_OK: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
+    EMASK_KIND: tl.constexpr, TMA_OK: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
 ):
     """Forward for one query block. USE_TMA loads K/V sub-tiles through device-side tensor descriptors (TMA
     on Hopper; rows past the end come back as zeros and are masked to -inf like in the pointer path);
@@ -330,15 +330,15 @@ def block_sparse_forward_kernel(
             qk = tl.dot(q, tl.trans(k))
             if not EVEN_N:
                 qk = tl.where((offs_n < seq_len)[None, :], qk, float("-inf"))
-            if HAS_EMASK:
+            if EMASK_KIND:
                 qk = _element_mask_scores(qk, em_base, full_row, Coords, k_block, offs_m, offs_n, seq_len, s_emq,
-                                          win_r2, win_t, HAS_EMASK)
+                                          win_r2, win_t, EMASK_KIND)
             if USE_TMA:
                 v = v_desc.load([start, 0])
             else:
                 v = _load_key_rows(v_base, offs_n, s_vn, offs_d, seq_len, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM)
             # Only a ragged end (a sub-tile wholly past it) or the element mask can blank a whole row.
-            m_i, l_i, acc = _softmax_update(qk, m_i, l_i, acc, v, qk_scale_log2, HAS_EMASK or not EVEN_N)
+            m_i, l_i, acc = _softmax_update(qk, m_i, l_i, acc, v, qk_scale_log2, EMASK_KIND or not EVEN_N)
 
     if HAS_TEXT:
         tk_base = TextK + b * s_tkb + h * s_tkh
@@ -359,7 +359,7 @@ def block_sparse_forward_kernel(
 
 @triton.autotune(
     configs=_configs((32, 64), ((8, 2), (4, 2), (8, 3))),
-    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "HAS_EMASK"],
+    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "EMASK_KIND"],
     prune_configs_by={"early_config_prune": _prune_sub_tiles},
 )
 @triton.jit
@@ -373,7 +373,7 @@ def block_sparse_dq_kernel(
     num_heads, seq_len, text_len, qk_scale_log2, scale, win_r2, win_t,
     BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_N: tl.constexpr, HAS_TEXT: tl.constexpr, HAS_TEXT_MASK: tl.constexpr,
-    HAS_EMASK: tl.constexpr,
+    EMASK_KIND: tl.constexpr,
 ):
     """dQ for one query block: walks the same key blocks as the forward (SUB keys at a time)."""
     q_block = tl.program_id(0)
@@ -407,7 +407,7 @@ def block_sparse_dq_kernel(
             offs_n = k_block * BLOCK + sub * SUB + tl.arange(0, SUB)
             s, k, v = _visual_tile(q, k_base, v_base, s_kn, s_vn, em_base, full_row, Coords, s_emq, win_r2, win_t,
                                    k_block, offs_m, offs_n, offs_d, seq_len, qk_scale_log2, HEAD_DIM, EVEN_N, BLOCK_D == HEAD_DIM,
-                                   HAS_EMASK)
+                                   EMASK_KIND)
             dq = _dq_step(s, k, v, do, lse, delta, dq)
 
     if HAS_TEXT:
@@ -424,7 +424,7 @@ def block_sparse_dq_kernel(
 
 @triton.autotune(
     configs=_configs((32, 64), ((8, 2), (4, 2), (8, 3))),
-    key=["BLOCK", "HEAD_DIM", "HAS_EMASK", "HAS_KEY_MASK"],
+    key=["BLOCK", "HEAD_DIM", "EMASK_KIND", "HAS_KEY_MASK"],
     prune_configs_by={"early_config_prune": _prune_sub_tiles},
 )
 @triton.jit
@@ -435,7 +435,7 @@ def block_sparse_dkdv_kernel(
     s_emb, s_emh, s_emq, s_fb, s_fh, s_fq,
     num_heads, seq_len, key_len, qk_scale_log2, scale, win_r2, win_t,
     BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    HAS_KEY_MASK: tl.constexpr, HAS_EMASK: tl.constexpr,
+    HAS_KEY_MASK: tl.constexpr, EMASK_KIND: tl.constexpr,
 ):
     """dK, dV for one key block (visual, or a tile of text keys) over the query blocks that attend to it.
 
@@ -477,10 +477,10 @@ def block_sparse_dkdv_kernel(
             lse = tl.where(lse == float("-inf"), float("inf"), lse) * 1.4426950408889634
             delta = tl.load(Delta + bh_q + offs_m, mask=row_ok, other=0.0)
             s = tl.dot(q, tl.trans(k)) * qk_scale_log2 + key_bias[None, :]
-            if HAS_EMASK:
+            if EMASK_KIND:
                 full_row = BlockFull + b * s_fb + h * s_fh + q_block * s_fq
                 s = _element_mask_scores(s, em_base, full_row, Coords, k_block, offs_m, offs_n, seq_len, s_emq, win_r2,
-                                         win_t, HAS_EMASK)
+                                         win_t, EMASK_KIND)
             p = tl.math.exp2(s - lse[:, None])
             dv += tl.dot(tl.trans(p.to(do.dtype)), do)
             dp = tl.dot(do, tl.trans(v))

@@ -53,7 +53,7 @@ class ElementMask:
 
 def _element_mask_args(element_mask: ElementMask | LocalWindowMask | None, placeholder: torch.Tensor,
                        block_size: int):
-    """Kernel arguments of an element mask: (mask, block_full, coords, win_r2, win_t, HAS_EMASK kind)."""
+    """Kernel arguments of an element mask: (mask, block_full, coords, win_r2, win_t, EMASK_KIND kind)."""
     if element_mask is None:
         em = placeholder.new_empty((1, 1, 1, 1))
         return em, em, em, 0, 0, EMASK_NONE
@@ -176,7 +176,7 @@ def launch_forward(
         h, n, text.k.shape[2] if text is not None else 0, scale * LOG2E, win_r2, win_t,
         BLOCK=block_size, HEAD_DIM=d, BLOCK_D=block_d, EVEN_N=n % block_size == 0,
         HAS_TEXT=text is not None, HAS_TEXT_MASK=text is not None and text.key_mask is not None,
-        HAS_EMASK=emask_kind, TMA_OK=tma_ok, **options,
+        EMASK_KIND=emask_kind, TMA_OK=tma_ok, **options,
     )
     return out, lse
 
@@ -213,7 +213,7 @@ def launch_backward(
     text_mask = text.key_mask if text is not None and text.key_mask is not None else placeholder
     text_len = text.k.shape[2] if text is not None else 0
     em, full, coords, win_r2, win_t, emask_kind = _element_mask_args(element_mask, placeholder, block_size)
-    common = {"BLOCK": block_size, "HEAD_DIM": d, "BLOCK_D": _head_block(d), "HAS_EMASK": emask_kind}
+    common = {"BLOCK": block_size, "HEAD_DIM": d, "BLOCK_D": _head_block(d), "EMASK_KIND": emask_kind}
 
     block_sparse_dq_kernel[(n_blocks, b * h)](
         q, k, v, grad_out, lse, delta, dq, kv_indices, kv_counts,
@@ -250,7 +250,7 @@ def launch_backward(
             0, 0, 0, 0, 0, 0, text_mask.stride(0) if text_mask.dim() == 2 else 0,
             0, 0, 0, 0, 0, 0,
             h, n, text_len, scale * LOG2E, scale, 0, 0,
-            BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), HAS_EMASK=EMASK_NONE,
+            BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), EMASK_KIND=EMASK_NONE,
             HAS_KEY_MASK=text.key_mask is not None,
         )
     return dq, dk, dv, d_text_k, d_text_v
