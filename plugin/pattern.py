@@ -26,8 +26,8 @@ class BlockPattern:
         None means raster order.
     element_mask: optional exact mask on token pairs inside kept blocks, in the (possibly reordered) token
         order: a bool tensor (B|1, H|1, N, N), or a `LocalWindowMask` (CLEAR's radius as per-token coordinates,
-        which the kernels evaluate in place; it materialises as (1, 1, N, N) only when indexed); None = whole
-        blocks.
+        which the kernels evaluate in place; `to_dense()` builds the (1, 1, N, N) form for the reference);
+        None = whole blocks.
     extras: method-specific data that travels with the plan (e.g. pooled mass for rectified attention).
     """
 

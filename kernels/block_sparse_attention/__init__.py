@@ -21,7 +21,6 @@ from .window import (
     LocalWindowMask,
     classify_blocks,
     window_block_counts,
-    window_block_flags,
     window_dense_mask,
 )
 
@@ -133,7 +132,6 @@ __all__ = [
     "LocalWindowMask",
     "classify_blocks",
     "window_block_counts",
-    "window_block_flags",
     "window_dense_mask",
     "block_sparse_attention",
     "block_sparse_attention_reference",

@@ -151,10 +151,3 @@ def block_pair_sizes(num_tokens: int, block_size: int, device=None) -> torch.Ten
 def classify_blocks(counts: torch.Tensor, num_tokens: int, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Allowed-pair counts -> (touched, full) bool block maps: some pair allowed / every real pair allowed."""
     return counts > 0, counts == block_pair_sizes(num_tokens, block_size, counts.device)
-
-
-def window_block_flags(coords: torch.Tensor, radius: int, temporal_radius: int,
-                       block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(touched, full) (nQ, nK) bool block maps of a window, from its coordinates."""
-    counts = window_block_counts(coords, radius, temporal_radius, block_size)
-    return classify_blocks(counts, coords.shape[0], block_size)

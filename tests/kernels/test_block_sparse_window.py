@@ -11,7 +11,6 @@ from swiftdit.kernels.block_sparse_attention import (
     block_mask_to_index_table,
     block_sparse_attention,
     window_block_counts,
-    window_block_flags,
     window_dense_mask,
 )
 from swiftdit.kernels.block_sparse_attention.triton_ops import ElementMask
@@ -50,7 +49,7 @@ def test_block_flags_from_coords_match_dense_mask(grid, reorder, radius, tempora
     coords = window_coords(grid, reorder, block)
     mask = dense_window(coords, radius, temporal_radius)
     assert torch.equal(window_dense_mask(coords, radius, temporal_radius), mask)
-    touched, full = window_block_flags(coords, radius, temporal_radius, block)
+    touched, full = LocalWindowMask(coords, radius, temporal_radius).block_classes(block)
     ref_touched, ref_full = flags_from_dense(mask, block)
     assert torch.equal(touched, ref_touched)
     assert torch.equal(full, ref_full)
@@ -88,7 +87,7 @@ def test_window_kernel_matches_reference(grid, block, radius, temporal_radius, r
     coords = window_coords(grid, reorder, block)
     n = coords.shape[0]
     assert n % block  # ragged end
-    touched, full = window_block_flags(coords, radius, temporal_radius, block)
+    touched, full = LocalWindowMask(coords, radius, temporal_radius).block_classes(block)
     assert bool((touched & ~full).any()) and bool(full.any())  # blocks cut by the circle, and whole ones
     window = LocalWindowMask(coords, radius, temporal_radius, full.to(torch.uint8)[None, None])
     q, k, v = qkv(1, 2, n, d, torch.float16, seed=3)
@@ -112,7 +111,7 @@ def test_window_kernel_matches_reference(grid, block, radius, temporal_radius, r
 @interpreter_only
 def test_window_without_block_full_is_completed_at_launch():
     coords = window_coords((2, 9, 11), "patch", 32)
-    touched, _ = window_block_flags(coords, 4, 1, 32)
+    touched, _ = LocalWindowMask(coords, 4, 1).block_classes(32)
     kv_indices, kv_counts = block_mask_to_index_table(touched[None, None])
     q, k, v = qkv(1, 1, coords.shape[0], 32, torch.float16, seed=5)
     out, lse = block_sparse_attention(q, k, v, kv_indices, kv_counts, 32,
@@ -140,7 +139,7 @@ def test_window_checks_its_shapes():
 def test_gpu_window_matches_reference_and_dense_mask(block):
     grid = (2, 30, 52)  # 3120 tokens: ragged for both block sizes
     coords = window_coords(grid, "patch", block).cuda()
-    touched, full = window_block_flags(coords, 9, 1, block)
+    touched, full = LocalWindowMask(coords, 9, 1).block_classes(block)
     window = LocalWindowMask(coords, 9, 1, full.to(torch.uint8)[None, None])
     q, k, v = qkv(1, 2, coords.shape[0], 128, torch.bfloat16, device="cuda")
     text = qkv(1, 2, 77, 128, torch.bfloat16, device="cuda", seed=5)[:2]
