@@ -30,9 +30,8 @@ from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 from torch import nn
 
-from swiftdit.pipelines.chunk_causal import (
-    SelfAttentionMask, chunk_causal_mask, masked_self_attention, per_token_timesteps,
-)
+from swiftdit.pipelines.chunk_causal import SelfAttentionMask, chunk_causal_mask, masked_self_attention
+from swiftdit.pipelines.chunkwise_forward import chunkwise_forward
 from swiftdit.pipelines.embedded_model import (
     EmbeddedModelConfig, build_scheduler, build_text_encoder, build_tokenizer, build_transformer, encode_prompts,
 )
@@ -68,6 +67,7 @@ class TrainingConfig:
     log_every: int = 50
     checkpoint_every: int = 1000
     mixed_precision: str = "bf16"
+    compile: bool = False  # torch.compile the denoiser's forward (worth it on a GPU; see model_training_speed.py)
 
     def __post_init__(self):
         owner = "TrainingConfig"
@@ -83,6 +83,7 @@ class TrainingConfig:
                      "clean_context_fraction"):
             check_float(owner, name, getattr(self, name), minimum=0.0, maximum=1.0)
         check_choice(owner, "mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        check_choice(owner, "compile", self.compile, (False, True))
         patch_t, patch_h, patch_w = self.model.patch_size
         chunk_video_frames = patch_t * self.model.chunk_latent_frames
         for name, value, multiple in (("num_frames", self.num_frames, chunk_video_frames),
@@ -169,8 +170,12 @@ def sample_noise_levels(config: TrainingConfig, batch_size: int, num_chunks: int
 
 
 def flow_matching_loss(model: TextToVideoModel, tokenizer, config: TrainingConfig, clips: torch.Tensor,
-                       captions: list[str], shared_mask, generator: torch.Generator) -> torch.Tensor:
-    """Mean squared error of the predicted velocity over the chunks that carry noise."""
+                       captions: list[str], shared_mask, generator: torch.Generator,
+                       denoiser_forward=chunkwise_forward) -> torch.Tensor:
+    """Mean squared error of the predicted velocity over the chunks that carry noise.
+
+    `denoiser_forward(transformer, noisy, chunk_timesteps, text_embeddings)` is `chunkwise_forward` or a
+    compiled copy of it: Wan's forward with one embedded timestep per chunk rather than per token."""
     transformer = model.transformer
     patch_t, patch_h, patch_w = config.model.patch_size
     batch_size, _, num_frames, height, width = clips.shape
@@ -182,14 +187,12 @@ def flow_matching_loss(model: TextToVideoModel, tokenizer, config: TrainingConfi
     noise = torch.randn(clips.shape, generator=generator, device=clips.device)
     frame_levels = levels.repeat_interleave(num_frames // num_chunks, dim=1).view(batch_size, 1, num_frames, 1, 1)
     noisy = (1 - frame_levels) * clips + frame_levels * noise
-    timesteps = per_token_timesteps(levels * 1000, frame_tokens * config.model.chunk_latent_frames)
     causal_mask = chunk_causal_mask(num_latent_frames, frame_tokens, config.model.chunk_latent_frames, clips.device)
     mask = causal_mask | ~causal.view(batch_size, 1, 1, 1)
 
     embeddings = encode_prompts(tokenizer, model.text_encoder, captions, config.model.max_text_tokens, clips.device)
     with shared_mask.applied(mask):
-        prediction = transformer(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=embeddings,
-                                 return_dict=False)[0]
+        prediction = denoiser_forward(transformer, noisy, levels * 1000, embeddings)
     squared_error = (prediction.float() - (noise - clips)) ** 2
     has_noise = (frame_levels > 0).float()
     return (squared_error * has_noise).sum() / (has_noise.sum() * squared_error[0, :, 0].numel()).clamp(min=1)
@@ -258,6 +261,7 @@ class TrainingRun:
         self.stream = ClipStream(config, self.accelerator.device, seed=config.seed + progress.step)
         for stateful in (self.ema, self.stream, progress):
             self.accelerator.register_for_checkpointing(stateful)
+        self.denoiser_forward = torch.compile(chunkwise_forward, dynamic=False) if config.compile else chunkwise_forward
 
     def resume(self, checkpoint_dir: Path) -> None:
         self.accelerator.load_state(str(checkpoint_dir))
@@ -268,7 +272,7 @@ class TrainingRun:
         clips, captions = self.stream.next_batch()
         with self.accelerator.autocast():
             loss = flow_matching_loss(self.unwrapped, self.tokenizer, self.config, clips, captions, shared_mask,
-                                      self.stream.device_generator)
+                                      self.stream.device_generator, self.denoiser_forward)
         self.accelerator.backward(loss)
         self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
@@ -321,7 +325,8 @@ def train(config: TrainingConfig, output_dir: Path, *, max_steps: int, time_limi
 
 # Recipe options a run may change from the command line (a warm-started fine-tune reweights the training modes).
 COMMAND_LINE_OPTIONS = ("seed", "batch_size", "learning_rate", "warmup_steps", "lr_decay_steps",
-                        "chunk_causal_fraction", "independent_chunk_noise_fraction", "clean_context_fraction")
+                        "chunk_causal_fraction", "independent_chunk_noise_fraction", "clean_context_fraction",
+                        "compile")
 
 
 def main() -> None:
@@ -335,7 +340,10 @@ def main() -> None:
     parser.add_argument("--time-limit-s", type=float, default=math.inf, help="stop after this long in this run")
     for name in COMMAND_LINE_OPTIONS:
         default = getattr(TrainingConfig, name)
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
+        if isinstance(default, bool):
+            parser.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     args = parser.parse_args()
     config = TrainingConfig(**{name: getattr(args, name) for name in COMMAND_LINE_OPTIONS})
     train(config, args.output_dir, max_steps=args.max_steps, time_limit_s=args.time_limit_s,
