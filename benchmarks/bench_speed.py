@@ -64,7 +64,7 @@ from swiftdit.methods.radial import RadialAttention
 
 # The quality benchmark's aggressive settings and the rolling benchmark's Wan2.1-1.3B config: one source each.
 # (benchmarks/ is on sys.path when a script of it runs, and the tests put it there.)
-from bench_quality import AGGRESSIVE  # noqa: E402
+from bench_quality import AGGRESSIVE, LOW_DENSITY  # noqa: E402
 from bench_rolling import WAN_13B  # noqa: E402
 
 WAN_TEXT_TOKENS = 512
@@ -619,7 +619,7 @@ def dtype_for(device: torch.device) -> torch.dtype:
 @dataclass(frozen=True)
 class Variant:
     name: str  # dense, no_self_attention, sage_dense, flex_radial, or a method name
-    setting: str  # "default", "aggressive" or "-"
+    setting: str  # "default", "aggressive", "low-density" or "-"
     method: str | None = None  # swiftdit method to enable
     options: dict | None = None
 
@@ -629,7 +629,9 @@ def forward_variants(args, spec: ShapeSpec) -> list[Variant]:
 
     def settings_of(method):
         chosen = [s for s in args.settings if not hunyuan_subset or s == "default" or method == "radial"]
-        return [(s, {"dense_steps": 0, **(AGGRESSIVE[method] if s == "aggressive" else {})}) for s in chosen]
+        extra = {"default": {}, "aggressive": AGGRESSIVE, "low-density": LOW_DENSITY}
+        return [(s, {"dense_steps": 0, **extra[s].get(method, {})}) for s in chosen
+                if s == "default" or method in extra[s]]
 
     variants = [Variant("dense", "-"), Variant("no_self_attention", "-")]
     peers = "peers" not in args.skip
@@ -939,7 +941,7 @@ def plot(quality_json: Path, speed_json: Path, out_png: Path, shape_preference=(
     axes.set_xlabel(f"forward speedup vs dense ({shape}, sparse step)")
     axes.set_ylabel("PSNR vs dense (dB, embedded model)")
     devices = sorted({run["device"] for run in speed["runs"]})
-    axes.set_title(f"Speed vs quality (filled: default, hollow: aggressive)\nspeed on {', '.join(devices)}; "
+    axes.set_title(f"Speed vs quality (filled: default, hollow: aggressive, low-density)\nspeed on {', '.join(devices)}; "
                    f"quality on {quality.get('device', '?')}", fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
@@ -959,7 +961,9 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny architectures and shapes (CPU, < 2 min)")
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--settings", nargs="+", default=["default", "aggressive"], choices=["default", "aggressive"])
+    parser.add_argument("--settings", nargs="+", default=["default", "aggressive"],
+                        choices=["default", "aggressive", "low-density"],
+                        help="low-density (bench_quality's, sparse and rectified only) is not timed by default")
     parser.add_argument("--skip", nargs="*", default=[], choices=["forward", "generation", "peers", "dense-generation"],
                         help="parts to leave out; dense-generation reuses a dense generation from --append'ed results")
     parser.add_argument("--hunyuan-all-settings", action="store_true",

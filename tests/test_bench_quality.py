@@ -27,16 +27,17 @@ def quick_result(bench_quality, tmp_path_factory):
 def test_every_setting_is_measured_against_dense(quick_result):
     result, out = quick_result
     labels = [(s["method"], s["setting"]) for s in result["summaries"]]
-    assert labels == [("sparse", "default"), ("sparse", "aggressive"), ("radial", "default"), ("radial", "aggressive")]
-    assert len(result["records"]) == 4  # 1 prompt x 1 seed per setting
+    assert labels == [("sparse", "default"), ("sparse", "aggressive"), ("sparse", "low-density"),
+                      ("radial", "default"), ("radial", "aggressive")]  # radial has no low-density setting
+    assert len(result["records"]) == 5  # 1 prompt x 1 seed per setting
     for summary in result["summaries"]:
         assert summary["psnr_worst"] <= summary["psnr_mean"]
         assert 0.0 <= summary["ssim_worst"] <= summary["ssim_mean"] <= 1.0
         assert set(summary["adherence"]) == {"color", "shape", "direction"}
         assert summary["attention_relative_error_per_layer"], "no layer's attention error was captured"
     saved = json.loads((out / "quality.json").read_text())
-    assert [s["method"] for s in saved["summaries"]] == ["sparse", "sparse", "radial", "radial"]
-    assert (out / "quality.csv").read_text().count("\n") == 5
+    assert [s["method"] for s in saved["summaries"]] == ["sparse", "sparse", "sparse", "radial", "radial"]
+    assert (out / "quality.csv").read_text().count("\n") == 6
 
 
 def test_dropping_blocks_shows_as_density_and_attention_error(quick_result):
@@ -66,7 +67,7 @@ def test_benchmarks_table_is_replaced_between_markers(bench_quality, quick_resul
 @pytest.fixture(scope="module")
 def batched_and_unbatched(bench_quality, tmp_path_factory):
     """The same two requests (2 prompts x 1 seed) in one pipeline call and in one call each."""
-    common = ["--quick", "--prompts", "2", "--methods", "sparse"]
+    common = ["--quick", "--prompts", "2", "--methods", "sparse", "--settings", "default", "aggressive"]
     batched = bench_quality.main([*common, "--batch-size", "2", "--out", str(tmp_path_factory.mktemp("batched"))])
     unbatched = bench_quality.main([*common, "--batch-size", "1", "--out", str(tmp_path_factory.mktemp("single"))])
     return batched, unbatched
@@ -129,3 +130,35 @@ def test_ssim_equals_the_gaussian_window_conv2d_definition(shape):
     expected = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     assert ssim(reference, test) == pytest.approx(float(expected.mean()), abs=1e-12)
     assert ssim(reference, reference) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_settings_are_chosen_by_name(bench_quality):
+    chosen = bench_quality.settings(["sparse", "radial", "rectified"], 6, ["low-density"])
+    assert [(s.method, s.name) for s in chosen] == [("sparse", "low-density"), ("rectified", "low-density")]
+    assert all(s.options["dense_steps"] == 6 for s in chosen)
+    assert bench_quality.parse_args(["--settings", "default"]).settings == ["default"]
+    with pytest.raises(SystemExit, match="--settings: unknown setting 'fast'"):
+        bench_quality.settings(["sparse"], 6, ["fast"])
+
+
+def test_low_density_setting_is_one_selection_with_and_without_the_correction(bench_quality):
+    """On the embedded model's layout (8 latent frames of 16 x 16) the low-density options of sparse and rectified
+    plan the same blocks, about 1/8 of them (top 4 of 32 key blocks per query block, plus the diagonal where it is
+    not among them), and rectified's estimate of the dropped blocks brings the output much closer to exact."""
+    from methods.method_cases import dense_attention, make_call, structured_inputs
+    from swiftdit.methods import method_class
+
+    grid = (8, 16, 16)
+    inputs = structured_inputs(grid, heads=2, head_dim=64, sharpness=1.0)
+    exact = dense_attention(inputs).float()
+    patterns, errors = {}, {}
+    for name in ("sparse", "rectified"):
+        cls = method_class(name)
+        method = cls(cls.Config(**bench_quality.LOW_DENSITY[name]))
+        call = make_call(grid)
+        patterns[name] = method.plan(inputs.q, inputs.k, call)
+        out = method.attend(inputs, patterns[name], call)
+        errors[name] = float((out - exact).norm() / exact.norm())
+    assert torch.equal(patterns["sparse"].block_mask, patterns["rectified"].block_mask)
+    assert 4 / 32 <= patterns["sparse"].density() <= 5 / 32
+    assert errors["rectified"] < 0.1 * errors["sparse"]
