@@ -35,7 +35,7 @@ import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 
 from swiftdit.pipelines import load_pipeline, stream_video
-from swiftdit.pipelines.rolling import open_stream
+from swiftdit.pipelines.rolling import StreamConfig, open_stream
 from swiftdit.pipelines.adherence import detect, judge
 from swiftdit.pipelines.moving_shapes import BACKGROUNDS, SIZES, held_out_prompts, parse_caption
 
@@ -203,7 +203,9 @@ def bench_embedded_streams(args, device: torch.device, prompt_indices: list[int]
                 row[name] = {"last_16": {"color": last.color, "direction": last.direction, "shape": last.shape},
                              "drift": segment_drift(frames, prompt)}
             row["switch"] = bench_switch(pipe, prompt, prompts[(index + 1) % len(prompts)], schedule, video_chunk,
-                                         dict(common, num_frames=args.switch_frames), sink, window, device, index)
+                                         dict(common, num_frames=args.switch_frames,
+                                              switch_context_noise=args.switch_context_noise),
+                                         sink, window, device, index)
             rows.append(row)
             print(json.dumps({k: row[k] for k in ("schedule", "prompt")} | {
                 n: row[n]["last_16"] for n in ("sink", "no_sink")} | {"switch": row["switch"]}), flush=True)
@@ -233,6 +235,7 @@ def bench_embedded(args, device: torch.device) -> dict:
             with open(shard_file) as file:
                 streams += json.load(file)
     result["config"]["switch_frames"] = args.switch_frames
+    result["config"]["switch_context_noise"] = args.switch_context_noise
     result["streams"] = sorted(streams, key=lambda row: (row["schedule"], row["prompt"]))
     result["summary"] = summarize(result["streams"], result["timing"])
     return result
@@ -375,6 +378,8 @@ def main():
     parser.add_argument("--guidance-scale", type=float, default=4.0)
     parser.add_argument("--switch-frames", type=int, default=128,
                         help="length of each prompt-switch stream (the switch comes half way)")
+    parser.add_argument("--switch-context-noise", type=float, default=StreamConfig.switch_context_noise,
+                        help="noise level of the context re-cached at a prompt switch (stream_video's option)")
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the embedded streams")
     parser.add_argument("--shard", type=int, nargs="+", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--shard-file", default=None, help=argparse.SUPPRESS)

@@ -135,7 +135,8 @@ def assert_cache_written_under(pipe, video_stream: VideoStream, prompt: str) -> 
 def test_prompt_switch_rebuilds_the_cache_under_the_new_prompt(pipe):
     switch_frame = 8  # the start of chunk 2
     plain = stream(pipe)
-    switched = stream(pipe, prompt=[(0, PROMPT), (switch_frame, OTHER_PROMPT)])
+    # switch_context_noise=0: LongLive's clean re-cache, whose keys a clean prefill reproduces.
+    switched = stream(pipe, prompt=[(0, PROMPT), (switch_frame, OTHER_PROMPT)], switch_context_noise=0.0)
     plain_frames, switched_frames = list(plain.frames()), list(switched.frames())
     np.testing.assert_array_equal(np.stack(plain_frames[:switch_frame]), np.stack(switched_frames[:switch_frame]))
     assert not np.array_equal(np.stack(plain_frames[switch_frame:]), np.stack(switched_frames[switch_frame:]))
@@ -148,12 +149,39 @@ def test_prompt_switch_rebuilds_the_cache_under_the_new_prompt(pipe):
     assert not all(torch.allclose(keys[name], stale[name], atol=1e-4) for name in keys)
 
 
+def test_switch_context_noise_recaches_noised_context_only_at_the_switch(pipe):
+    """The frames before the switch are untouched; the re-cache forward sees the cached latents noised to the
+    level and embedded at that timestep; the frames after the switch differ from a clean re-cache."""
+    switch_frame = 8  # the start of chunk 2
+    prompts = [(0, PROMPT), (switch_frame, OTHER_PROMPT)]
+    clean = stream(pipe, prompt=prompts, switch_context_noise=0.0)
+    noised = stream(pipe, prompt=prompts, switch_context_noise=0.5)
+    fed_timesteps = []
+    forward = pipe.transformer.forward
+
+    def recording_forward(*args, **kwargs):
+        fed_timesteps.append(kwargs["timestep"].flatten().unique().tolist())
+        return forward(*args, **kwargs)
+
+    clean_frames = np.stack(list(clean.frames()))
+    pipe.transformer.forward = recording_forward
+    try:
+        noised_frames = np.stack(list(noised.frames()))
+    finally:
+        del pipe.transformer.forward
+    np.testing.assert_array_equal(clean_frames[:switch_frame], noised_frames[:switch_frame])
+    assert not np.array_equal(clean_frames[switch_frame:], noised_frames[switch_frame:])
+    re_cache = [steps for steps in fed_timesteps if 500.0 in steps]
+    assert len(re_cache) == 1 and 0.0 not in re_cache[0]  # one forward, every cached frame at t = 500
+
+
 def test_rolling_switch_drains_the_chunks_in_flight_first(pipe):
     """Under "rolling" the chunks started before a switch finish under the old prompt (bit-identical to a
     stream without the switch) and the new prompt starts from a re-cached history."""
     switch_frame = 8  # the start of chunk 2, entering while chunks 0 and 1 are still in flight
     plain = stream(pipe, schedule="rolling")
-    switched = stream(pipe, prompt=[(0, PROMPT), (switch_frame, OTHER_PROMPT)], schedule="rolling")
+    switched = stream(pipe, prompt=[(0, PROMPT), (switch_frame, OTHER_PROMPT)], schedule="rolling",
+                      switch_context_noise=0.0)
     plain_frames, switched_frames = np.stack(list(plain.frames())), np.stack(list(switched.frames()))
     np.testing.assert_array_equal(plain_frames[:switch_frame], switched_frames[:switch_frame])
     assert not np.array_equal(plain_frames[switch_frame:], switched_frames[switch_frame:])
@@ -174,7 +202,10 @@ def test_live_prompt_switch_acts_as_a_scheduled_switch_at_the_next_chunk(pipe):
             switcher.join()
     np.testing.assert_array_equal(np.stack(live_frames), np.stack(list(scheduled.frames())))
     assert live.applied_prompts == scheduled.applied_prompts == [(0, PROMPT), (switch_frame, OTHER_PROMPT)]
-    assert_cache_written_under(pipe, live, OTHER_PROMPT)
+    (_, live_keys), (_, scheduled_keys) = written_keys(live), written_keys(scheduled)
+    assert live_keys.keys() == scheduled_keys.keys()
+    for name in live_keys:  # the same re-cache (noised, by default) as the scheduled switch's
+        torch.testing.assert_close(live_keys[name], scheduled_keys[name], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("schedule", ["chunked", "rolling"])
@@ -228,6 +259,8 @@ def test_sparse_method_inside_the_window_computes_only_query_rows(pipe):
     (dict(window_frames=None, num_frames=4 * ROPE_TABLE), "window_frames"),
     (dict(window_frames=4 * ROPE_TABLE), "window_frames"),
     (dict(height=SIZE + 1), "height"),
+    (dict(switch_context_noise=1.0), "switch_context_noise"),
+    (dict(switch_context_noise=-0.1), "switch_context_noise"),
     (dict(prompt=[(4, PROMPT)]), "prompt"),
     (dict(prompt=[(0, PROMPT), (0, OTHER_PROMPT)]), "prompt"),
     (dict(prompt=[(0, PROMPT), (999, OTHER_PROMPT)]), "prompt start_frame"),
