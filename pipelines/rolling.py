@@ -66,9 +66,9 @@ class StreamConfig:
         check_float(OWNER, "guidance_scale", self.guidance_scale, minimum=0.0)
         check_int(OWNER, "height", self.height, minimum=1)
         check_int(OWNER, "width", self.width, minimum=1)
-        check_float(OWNER, "switch_context_noise", self.switch_context_noise, minimum=0.0, maximum=1.0)
-        if self.switch_context_noise == 1.0:
-            raise ValueError(f"{OWNER}: option 'switch_context_noise' must be below 1 (1 is pure noise), got 1.0")
+        # 1 would be pure noise: no context left to re-cache.
+        check_float(OWNER, "switch_context_noise", self.switch_context_noise, minimum=0.0, maximum=1.0,
+                    exclusive_maximum=True)
         # The cache gains and loses whole chunks, so that every forward feeds whole chunks.
         self._check_whole_chunks("sink_frames", self.sink_frames)
         if self.window_frames is not None:

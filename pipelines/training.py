@@ -37,7 +37,7 @@ from swiftdit.pipelines.embedded_model import (
 )
 from swiftdit.pipelines.moving_shapes import render_clips, sample_clips
 from swiftdit.pipelines.pipeline_moving_shapes import MovingShapesPipeline
-from swiftdit.validation import check_choice, check_float, check_int
+from swiftdit.validation import check_bool, check_choice, check_float, check_int
 
 CHECKPOINT_FOLDER = "checkpoint"
 TRAINING_LOG_FILE = "training_log.json"
@@ -83,7 +83,7 @@ class TrainingConfig:
                      "clean_context_fraction"):
             check_float(owner, name, getattr(self, name), minimum=0.0, maximum=1.0)
         check_choice(owner, "mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
-        check_choice(owner, "compile", self.compile, (False, True))
+        check_bool(owner, "compile", self.compile)
         patch_t, patch_h, patch_w = self.model.patch_size
         chunk_video_frames = patch_t * self.model.chunk_latent_frames
         for name, value, multiple in (("num_frames", self.num_frames, chunk_video_frames),

@@ -13,11 +13,13 @@ def check_int(owner: str, name: str, value: Any, *, minimum: int | None = None, 
 
 
 def check_float(owner: str, name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
-                exclusive_minimum: bool = False) -> None:
+                exclusive_minimum: bool = False, exclusive_maximum: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{owner}: option '{name}' must be a number, got {type(value).__name__} {value!r}")
     if exclusive_minimum and minimum is not None and value <= minimum:
         raise ValueError(f"{owner}: option '{name}' must be > {minimum}, got {value!r}")
+    if exclusive_maximum and maximum is not None and value >= maximum:
+        raise ValueError(f"{owner}: option '{name}' must be < {maximum}, got {value!r}")
     _check_range(owner, name, value, minimum, maximum)
 
 

@@ -84,6 +84,8 @@ def test_bad_training_options_name_the_option():
         TrainingConfig(num_frames=6)
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainingConfig(mixed_precision="fp8")
+    with pytest.raises(TypeError, match="'compile' must be True or False"):
+        TrainingConfig(compile="yes")
 
 
 def test_learning_rate_warms_up_then_decays_to_zero_at_the_last_step():
