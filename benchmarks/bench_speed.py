@@ -66,6 +66,7 @@ from swiftdit.methods.radial import RadialAttention
 # (benchmarks/ is on sys.path when a script of it runs, and the tests put it there.)
 from bench_quality import AGGRESSIVE, LOW_DENSITY  # noqa: E402
 from bench_rolling import WAN_13B  # noqa: E402
+from sdpa_backends import sdpa_context  # noqa: E402
 
 WAN_TEXT_TOKENS = 512
 METHODS = tuple(AGGRESSIVE)
@@ -381,19 +382,6 @@ def truncated_blocks(transformer, keep: int = 1):
 def _synchronize(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def sdpa_context(device: torch.device, strict_cudnn: bool):
-    """cuDNN SDPA only (strict), or cuDNN first then flash / efficient / math for the calls cuDNN cannot take
-    (masked text rows of the sparse methods, HunyuanVideo's refiner); the CPU keeps PyTorch's choice."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    if strict_cudnn:
-        return sdpa_kernel([SDPBackend.CUDNN_ATTENTION])
-    return sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-                        SDPBackend.MATH], set_priority=True)
 
 
 def time_calls(fn, device: torch.device, reps: int, prepare=None) -> list[float]:

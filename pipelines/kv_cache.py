@@ -16,9 +16,14 @@ own). A prompt switch marks every cached frame pending again, which is LongLive'
 prompt.
 
 Within one forward, queries are always the *trailing* keys: keys are [cached frames | fed frames] in time
-order, queries are the fed frames, and the mask is chunk-causal over the fed frames (all cached keys
-visible). That is the rectangular layout an efficient-attention backend sees through the processor's
+order, queries are the fed frames, and attention is chunk-causal over the fed frames (all cached keys
+visible). Chunk-causal with queries trailing means that each fed chunk sees a *prefix* of the keys, so a
+forward that feeds several chunks makes one unmasked attention call per chunk against its prefix rather
+than one masked call: a boolean mask would push SDPA off cuDNN and flash onto its slowest kernels. Each
+call is the rectangular layout an efficient-attention backend sees through the processor's
 `_attention_backend`.
+
+Nothing here reads a GPU value on the host, so a stream's forwards are queued without waiting on the GPU.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from diffusers import WanTransformer3DModel
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, WanRotaryPosEmbed, _get_qkv_projections
 
-from swiftdit.pipelines.chunk_causal import chunk_causal_mask
 
 
 def rope_tables(rope: WanRotaryPosEmbed, frame_positions: torch.Tensor, height_tokens: int,
@@ -42,8 +46,8 @@ def rope_tables(rope: WanRotaryPosEmbed, frame_positions: torch.Tensor, height_t
     Same layout as `WanRotaryPosEmbed.forward`, whose frames always sit at 0..F-1. Tables come out in
     float32: Wan keeps them in float64, which only costs time at the precisions the cache runs in.
     """
-    frame_positions = frame_positions.to(rope.freqs_cos.device)
     largest = max(int(frame_positions.max()) if frame_positions.numel() else 0, height_tokens - 1, width_tokens - 1)
+    frame_positions = frame_positions.to(rope.freqs_cos.device)
     if largest >= rope.max_seq_len:
         raise ValueError(f"position {largest} is past the model's RoPE table of {rope.max_seq_len} positions")
     num_frames = len(frame_positions)
@@ -110,12 +114,21 @@ class LayerKV:
 
 
 @dataclasses.dataclass(frozen=True)
+class QuerySpan:
+    """Fed tokens [start, stop) attend to keys [0, key_stop) of [cached | fed]."""
+
+    start: int
+    stop: int
+    key_stop: int
+
+
+@dataclasses.dataclass(frozen=True)
 class ForwardPlan:
     """What every self-attention layer needs for the forward in progress (computed once, shared by layers)."""
 
     fed_rope: tuple[torch.Tensor, torch.Tensor]  # tables of the fed frames (positions W, W+1, ...)
     cached_rope: tuple[torch.Tensor, torch.Tensor]  # tables of the cached frames (positions 0..W-1)
-    mask: torch.Tensor | None  # (1, 1, fed tokens, cached + fed tokens) boolean; None: every key visible
+    query_spans: tuple[QuerySpan, ...]  # one per fed chunk, or a single span when every key is visible
     pending_tokens: int  # the leading fed tokens whose keys and values are stored by this forward
 
 
@@ -137,6 +150,9 @@ class RollingKVCache:
         self.written_frames = 0  # the leading cached frames whose keys and values every layer holds
         self.layers: dict[str, LayerKV] = {}
         self.plan: ForwardPlan | None = None
+        # RoPE tables by (first position, frames, height tokens, width tokens): a stream cycles through a few
+        # layouts, and building a table moves positions to the GPU, which would wait for the queued work.
+        self._rope_tables: dict[tuple[int, int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def num_frames(self) -> int:
@@ -176,6 +192,16 @@ class RollingKVCache:
             layer.clear()
         self.written_frames = 0
 
+    def _rope(self, rope: WanRotaryPosEmbed, first: int, frames: int, height_tokens: int,
+              width_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (first, frames, height_tokens, width_tokens)
+        if key not in self._rope_tables:
+            if len(self._rope_tables) >= 32:  # a bound, in case the token grid keeps changing
+                self._rope_tables.clear()
+            self._rope_tables[key] = rope_tables(rope, torch.arange(first, first + frames), height_tokens,
+                                                 width_tokens)
+        return self._rope_tables[key]
+
     @contextlib.contextmanager
     def forward(self, rope: WanRotaryPosEmbed, fed_frames: int, height_tokens: int,
                 width_tokens: int) -> Iterator[None]:
@@ -187,18 +213,13 @@ class RollingKVCache:
         if fed_frames % self.chunk_frames:
             raise ValueError(f"a forward must feed whole chunks of {self.chunk_frames} frames, got {fed_frames}")
         cached = self.written_frames
-        positions = torch.arange(cached + fed_frames)
-        mask = None
-        if fed_frames > self.chunk_frames:
-            fed_tokens = fed_frames * self.frame_tokens
-            fed_mask = chunk_causal_mask(fed_frames, self.frame_tokens, self.chunk_frames, rope.freqs_cos.device)
-            cached_columns = fed_mask.new_ones(fed_tokens, cached * self.frame_tokens)
-            # (1, 1, queries, keys): the unambiguous 4-D form (a 2-D mask reads as key padding to some backends).
-            mask = torch.cat([cached_columns, fed_mask], dim=1)[None, None]
+        cached_tokens, chunk_tokens = cached * self.frame_tokens, self.chunk_frames * self.frame_tokens
+        query_spans = tuple(QuerySpan(start, start + chunk_tokens, cached_tokens + start + chunk_tokens)
+                            for start in range(0, fed_frames * self.frame_tokens, chunk_tokens))
         self.plan = ForwardPlan(
-            fed_rope=rope_tables(rope, positions[cached:], height_tokens, width_tokens),
-            cached_rope=rope_tables(rope, positions[:cached], height_tokens, width_tokens),
-            mask=mask,
+            fed_rope=self._rope(rope, cached, fed_frames, height_tokens, width_tokens),
+            cached_rope=self._rope(rope, 0, cached, height_tokens, width_tokens),
+            query_spans=query_spans,
             pending_tokens=self.pending_frames * self.frame_tokens,
         )
         try:
@@ -235,8 +256,11 @@ class KVCacheWanAttnProcessor(WanAttnProcessor):
         cached_keys = layer.rotated_keys(plan.cached_rope)
         keys = fed_keys if cached_keys is None else torch.cat([cached_keys, fed_keys], dim=1)
         values = value if layer.values is None else torch.cat([layer.values, value], dim=1)
-        out = dispatch_attention_fn(apply_rope(query, plan.fed_rope), keys, values, attn_mask=plan.mask,
-                                    backend=self._attention_backend)
+        query = apply_rope(query, plan.fed_rope)
+        outs = [dispatch_attention_fn(query[:, span.start:span.stop], keys[:, :span.key_stop],
+                                      values[:, :span.key_stop], backend=self._attention_backend)
+                for span in plan.query_spans]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
         layer.append(key[:, :plan.pending_tokens], value[:, :plan.pending_tokens])
 
         out = out.flatten(2, 3).type_as(query)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import itertools
 import threading
 from typing import Iterator, Sequence
 
@@ -130,6 +131,22 @@ def prompt_schedule(prompt: Prompt | Sequence[tuple[int, Prompt]], num_frames: i
     return schedule
 
 
+class DecodedChunk:
+    """One chunk's (F, H, W, 3) uint8 frames, decoded or still decoding on the GPU."""
+
+    def __init__(self, frames: torch.Tensor | np.ndarray, done: torch.cuda.Event | None = None):
+        self._frames = frames  # a pinned host tensor that the GPU fills by `done`, or the frames themselves
+        self._done = done
+
+    def ready(self) -> bool:
+        return self._done is None or self._done.query()
+
+    def frames(self) -> np.ndarray:
+        if self._done is not None:
+            self._done.synchronize()
+        return self._frames.numpy() if isinstance(self._frames, torch.Tensor) else self._frames
+
+
 class PixelFrames:
     """Output of a pixel-space denoiser (the embedded model): samples in [-1, 1] are the frames."""
 
@@ -139,8 +156,8 @@ class PixelFrames:
     def video_frames(self, sample_frames: int) -> int:
         return sample_frames
 
-    def decode(self, samples: torch.Tensor) -> np.ndarray:
-        return _as_uint8(self.video_processor.postprocess_video(samples, output_type="np")[0])
+    def start_decode(self, samples: torch.Tensor) -> DecodedChunk:
+        return DecodedChunk(_as_uint8(self.video_processor.postprocess_video(samples, output_type="np")[0]))
 
 
 class WanVaeFrames:
@@ -149,25 +166,43 @@ class WanVaeFrames:
 
     diffusers' `AutoencoderKLWan._decode` clears that cache at every call, hence the frame-by-frame loop on
     its decoder here, with the same private cache fields.
+
+    On CUDA a chunk decodes on a stream of its own while the next chunk's forwards run on the main one (the
+    decode is about as long as the forwards at Wan2.1's size: BENCHMARKS.md, rolling generation), and its
+    frames come back to the host through pinned memory without stopping the queue of forwards.
     """
 
     def __init__(self, pipe):
         self.vae = pipe.vae
-        self.video_processor = pipe.video_processor
         self.temporal_factor = self.vae.config.scale_factor_temporal
         z_dim = self.vae.config.z_dim
-        self.latents_mean = torch.tensor(self.vae.config.latents_mean).view(1, z_dim, 1, 1, 1)
-        self.latents_std = torch.tensor(self.vae.config.latents_std).view(1, z_dim, 1, 1, 1)
+        self.latents_mean = torch.tensor(self.vae.config.latents_mean, device=self.vae.device).view(1, z_dim, 1, 1, 1)
+        self.latents_std = torch.tensor(self.vae.config.latents_std, device=self.vae.device).view(1, z_dim, 1, 1, 1)
         self.first_frame = True
         self.vae.clear_cache()
+        self.stream = torch.cuda.Stream(self.vae.device) if self.vae.device.type == "cuda" else None
 
     def video_frames(self, sample_frames: int) -> int:
         return 1 + self.temporal_factor * (sample_frames - 1) if sample_frames else 0
 
+    def start_decode(self, samples: torch.Tensor) -> DecodedChunk:
+        if self.stream is None:
+            return DecodedChunk(self.decode(samples).cpu().numpy())
+        self.stream.wait_stream(torch.cuda.current_stream(samples.device))  # the forwards that made `samples`
+        with torch.cuda.stream(self.stream):
+            frames = self.decode(samples)
+            host = torch.empty(frames.shape, dtype=frames.dtype, pin_memory=True)
+            host.copy_(frames, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        samples.record_stream(self.stream)  # the main stream must not reuse its memory before the decode read it
+        return DecodedChunk(host, done)
+
     @torch.no_grad()
-    def decode(self, samples: torch.Tensor) -> np.ndarray:
+    def decode(self, samples: torch.Tensor) -> torch.Tensor:
+        """(F, H, W, 3) uint8 frames on the VAE's device, F = 4 per latent frame (1 for the video's first)."""
         vae = self.vae
-        samples = samples * self.latents_std.to(samples) + self.latents_mean.to(samples)
+        samples = samples.to(self.latents_std) * self.latents_std + self.latents_mean
         features = vae.post_quant_conv(samples.to(vae.dtype))
         decoded = []
         for index in range(features.shape[2]):
@@ -175,8 +210,8 @@ class WanVaeFrames:
             decoded.append(vae.decoder(features[:, :, index:index + 1], feat_cache=vae._feat_map,
                                        feat_idx=vae._conv_idx, first_chunk=self.first_frame))
             self.first_frame = False
-        video = torch.cat(decoded, dim=2).clamp(-1.0, 1.0)
-        return _as_uint8(self.video_processor.postprocess_video(video, output_type="np")[0])
+        video = torch.cat(decoded, dim=2)[0].float()  # (3, F, H, W) in [-1, 1]
+        return ((video / 2 + 0.5).clamp(0.0, 1.0) * 255).round().to(torch.uint8).permute(1, 2, 3, 0)
 
 
 def _as_uint8(video: np.ndarray) -> np.ndarray:
@@ -275,11 +310,18 @@ class VideoStream:
 
     def frames(self) -> Iterator[np.ndarray]:
         """(H, W, 3) uint8 frames, each chunk's as soon as it is clean."""
-        emitted = 0
+        yield from itertools.islice(self._decoded_frames(), self.config.num_frames)
+
+    def _decoded_frames(self) -> Iterator[np.ndarray]:
+        decoding: list[DecodedChunk] = []
         for chunk in self._finished_chunks():
-            for frame in self.decoder.decode(chunk)[: self.config.num_frames - emitted]:
-                emitted += 1
-                yield frame
+            decoding.append(self.decoder.start_decode(chunk))
+            # A chunk whose decode is still running on the GPU waits, at most, until the next chunk has been
+            # queued: the host then waits on the decode while the GPU runs both.
+            while decoding and (len(decoding) > 1 or decoding[0].ready()):
+                yield from decoding.pop(0).frames()
+        for decoded in decoding:
+            yield from decoded.frames()
 
     def switch_prompt(self, prompt: Prompt) -> None:
         """Put `prompt` in force from the next chunk that enters, re-caching as a scheduled switch does.
@@ -385,7 +427,8 @@ class VideoStream:
         ])
         batch = embeddings.shape[0]
         model_input = model_input.expand(batch, -1, -1, -1, -1).to(self.transformer.dtype)
-        if bool((chunk_timesteps == chunk_timesteps[0]).all()):
+        # Decided on the host (a comparison of the device timesteps would wait for the queued forwards).
+        if num_pending_chunks == 0 and len({chunk.steps_done for chunk in in_flight}) == 1:
             timestep = chunk_timesteps[:1].expand(batch)
         else:
             chunk_tokens = self.cache.frame_tokens * config.chunk_frames

@@ -342,8 +342,9 @@ class EfficientAttentionSession:
     def run_layer_attention(self, layer: LayerCall, q, k, v, attn_mask, scale) -> torch.Tensor:
         """Sparse self-attention for one call; q, k, v are (B, H, S, D), the result likewise.
 
-        Keys may outnumber queries: during rolling generation the frames being denoised (the queries) attend
-        to the KV cache (sink and window frames) followed by themselves.
+        Keys may outnumber queries, and a call may cover fewer frames than the forward: during rolling
+        generation each chunk being denoised (the queries) attends to the KV cache (sink and window frames)
+        followed by the fed frames up to its own, one call per chunk.
         """
         heads = q.shape[1]
         if k.shape[1] != heads:  # grouped-query attention: expand shared key/value heads
@@ -352,12 +353,14 @@ class EfficientAttentionSession:
         cached = k.shape[2] - q.shape[2]
         if cached < 0:
             raise UnsupportedCall(f"{q.shape[2]} queries against only {k.shape[2]} keys")
-        if cached == 0:
+        forward_tokens = layer.grid[0] * layer.grid[1] * layer.grid[2]
+        if cached == 0 and (layer.info.text_position != "none" or k.shape[2] == forward_tokens):
             return self._attend(layer, q, k, v, attn_mask, scale)
         return self._attend_with_kv_cache(layer, q, k, v, attn_mask, scale, cached)
 
     def _attend_with_kv_cache(self, layer: LayerCall, q, k, v, attn_mask, scale, cached: int) -> torch.Tensor:
         """Queries are the last frames of the key grid: plan over the whole key grid, compute only their rows.
+        (With no cached keys this is a call on the first frames of the forward's grid.)
 
         The cached frames have no queries, so their keys stand in for them while planning; the blocks that
         hold no real query are then emptied, which the kernels skip, and their rows are dropped.
