@@ -11,7 +11,8 @@ Embedded model (assets/embedded_model), `--frames` frames per stream (default 51
 Wan2.1-T2V-1.3B architecture at random weights (speed does not depend on the weights): 480x832, 3-frame
 chunks, 4 steps, 3 sink + 6 window latent frames (a 12-frame span with the chunk), bf16, frames counted after
 decoding with AutoencoderKLWan at Wan2.1's config, over `--wan-latent-frames` latent frames (default 240); then
-a 16-chunk stream timed with CUDA events splits a chunk's time into transformer forwards and VAE decode.
+a 16-chunk stream timed with CUDA events splits a chunk's time into transformer forwards and VAE decode. Both
+as the stream comes (eager) and after `compile_for_streaming` (`--wan-variants`).
 
     python benchmarks/bench_rolling.py --out bench_out --workers 12   # the full set (needs a GPU; the
                                                                       # per-prompt streams in 12 processes)
@@ -35,7 +36,7 @@ import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 
 from swiftdit.pipelines import load_pipeline, stream_video
-from swiftdit.pipelines.rolling import StreamConfig, open_stream
+from swiftdit.pipelines.rolling import StreamConfig, compile_for_streaming, open_stream
 from swiftdit.pipelines.adherence import detect, judge
 from swiftdit.pipelines.moving_shapes import BACKGROUNDS, SIZES, held_out_prompts, parse_caption
 
@@ -356,27 +357,48 @@ def bench_wan(args, device: torch.device) -> dict:
     pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
                        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0))
     embeddings = torch.randn(1, WAN_TEXT_TOKENS, WAN_13B["text_dim"], device=device, dtype=dtype)
-    num_frames = 1 + vae.config.scale_factor_temporal * (args.wan_latent_frames - 1)
-    with sdpa_context(device, strict_cudnn=False):  # dense attention on the fastest SDPA kernel, as bench_speed
-        stream = stream_video(pipe, embeddings, num_frames, height=args.wan_height, width=args.wan_width,
-                              generator=torch.Generator(device).manual_seed(0), **WAN_STREAM)
-        measured = timed_stream(stream, device, vae.config.scale_factor_temporal * WAN_STREAM["chunk_frames"])
-        flat_from = min(FLAT_FROM_FRAME, num_frames // 2)
-        result = {
-            "architecture": {k: v for k, v in architecture.items() if k != "patch_size"}, "stream": WAN_STREAM,
-            "height": args.wan_height, "width": args.wan_width, "latent_frames": args.wan_latent_frames,
-            "video_frames": int(len(measured["frames"])), "dtype": str(dtype),
-            "sdpa": "cuDNN first" if device.type == "cuda" else "PyTorch default",
-            "fps_end_to_end": len(measured["frames"]) / measured["total_seconds"],
-            "fps_past_warmup": float(1 / steady(measured, "seconds_per_frame", flat_from).mean()),
-            "time_flatness": flatness(measured, "seconds_per_frame", flat_from),
-            "memory_flatness": flatness(measured, "peak_bytes", flat_from),
-            "peak_gib": float(measured["peak_bytes"].max() / 2**30),
-        }
-        if device.type == "cuda":
-            # (`torch.backends.cudnn.benchmark` for the VAE's 3D convolutions was measured here and changed nothing.)
-            result["breakdown"] = wan_time_breakdown(pipe, embeddings, args, device, chunks=4 if args.quick else 16)
+    result = {
+        "architecture": {k: v for k, v in architecture.items() if k != "patch_size"}, "stream": WAN_STREAM,
+        "height": args.wan_height, "width": args.wan_width, "latent_frames": args.wan_latent_frames,
+        "dtype": str(dtype), "sdpa": "cuDNN first" if device.type == "cuda" else "PyTorch default",
+    }
+    # Eager first: compiling is in place and cannot be undone.
+    for variant in sorted(args.wan_variants, key=["eager", "compiled"].index):
+        with sdpa_context(device, strict_cudnn=False):  # dense attention on the fastest SDPA kernel (bench_speed's)
+            result[variant] = wan_stream_speed(pipe, embeddings, args, device, compiled=variant == "compiled")
+        print(json.dumps({variant: result[variant]}, indent=1), flush=True)
     return result
+
+
+def wan_stream_speed(pipe, embeddings, args, device: torch.device, compiled: bool) -> dict:
+    vae = pipe.vae
+    measured = {}
+    if compiled:
+        compile_for_streaming(pipe)
+        # The compiler's work (every layout of the cache, the first chunk's decode) is done by a stream that
+        # fills the window, untimed apart from its total.
+        started = time.perf_counter()
+        warmup_frames = 1 + vae.config.scale_factor_temporal * (4 * WAN_STREAM["chunk_frames"] - 1)
+        for _ in stream_video(pipe, embeddings, warmup_frames, height=args.wan_height, width=args.wan_width,
+                              generator=torch.Generator(device).manual_seed(1), **WAN_STREAM):
+            pass
+        measured["compile_warmup_seconds"] = time.perf_counter() - started
+    num_frames = 1 + vae.config.scale_factor_temporal * (args.wan_latent_frames - 1)
+    stream = stream_video(pipe, embeddings, num_frames, height=args.wan_height, width=args.wan_width,
+                          generator=torch.Generator(device).manual_seed(0), **WAN_STREAM)
+    timed = timed_stream(stream, device, vae.config.scale_factor_temporal * WAN_STREAM["chunk_frames"])
+    flat_from = min(FLAT_FROM_FRAME, num_frames // 2)
+    measured.update({
+        "video_frames": int(len(timed["frames"])),
+        "fps_end_to_end": len(timed["frames"]) / timed["total_seconds"],
+        "fps_past_warmup": float(1 / steady(timed, "seconds_per_frame", flat_from).mean()),
+        "time_flatness": flatness(timed, "seconds_per_frame", flat_from),
+        "memory_flatness": flatness(timed, "peak_bytes", flat_from),
+        "peak_gib": float(timed["peak_bytes"].max() / 2**30),
+    })
+    if device.type == "cuda":
+        measured["breakdown"] = wan_time_breakdown(pipe, embeddings, args, device, chunks=4 if args.quick else 16)
+    return measured
 
 
 def main():
@@ -397,6 +419,8 @@ def main():
     parser.add_argument("--shard", type=int, nargs="+", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--shard-file", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--wan-latent-frames", type=int, default=240)
+    parser.add_argument("--wan-variants", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"],
+                        help="the Wan stream as it comes, and after compile_for_streaming (minutes of compiling)")
     parser.add_argument("--wan-height", type=int, default=480)
     parser.add_argument("--wan-width", type=int, default=832)
     args = parser.parse_args()

@@ -242,6 +242,9 @@ class KVCacheWanAttnProcessor(WanAttnProcessor):
         self.cache = cache
         self.layer_name = layer_name
 
+    # Left out of torch.compile (`compile_for_streaming`): its Python state (the cache's plan and per-layer
+    # tensors) would be guarded per layer and per cache layout, recompiling the block 30 times a layout.
+    @torch.compiler.disable
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         plan = self.cache.plan
         if plan is None:
