@@ -138,8 +138,10 @@ class DecodedChunk:
         self._frames = frames  # a pinned host tensor that the GPU fills by `done`, or the frames themselves
         self._done = done
 
-    def ready(self) -> bool:
-        return self._done is None or self._done.query()
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the frames are still being decoded on the GPU (or may be)."""
+        return self._done is not None
 
     def frames(self) -> np.ndarray:
         if self._done is not None:
@@ -316,9 +318,10 @@ class VideoStream:
         decoding: list[DecodedChunk] = []
         for chunk in self._finished_chunks():
             decoding.append(self.decoder.start_decode(chunk))
-            # A chunk whose decode is still running on the GPU waits, at most, until the next chunk has been
-            # queued: the host then waits on the decode while the GPU runs both.
-            while decoding and (len(decoding) > 1 or decoding[0].ready()):
+            # A chunk decoding on the GPU is handed out once the next chunk has been queued: the host then waits
+            # on the decode while the GPU runs both. Always then, not as soon as it happens to be done, so that
+            # chunks arrive at an even pace and overlap the same way (frame time and peak memory stay flat).
+            while decoding and (len(decoding) > 1 or not decoding[0].on_gpu):
                 yield from decoding.pop(0).frames()
         for decoded in decoding:
             yield from decoded.frames()
@@ -460,15 +463,21 @@ def compile_for_streaming(pipe) -> None:
 
     The first chunks then take minutes while the compiler works; afterwards a chunk of Wan2.1-1.3B at
     480x832 takes 0.60 s instead of 0.76 (H100, BENCHMARKS.md, rolling generation). The modules stay
-    compiled for every later call, streamed or not, as after diffusers' own `compile_repeated_blocks`.
+    compiled for every later call, streamed or not, as after diffusers' own `compile_repeated_blocks`, and
+    dynamo's recompile limit is raised to 64 for the process.
     """
     transformer = streamable_transformer(pipe)
     vae = getattr(pipe, "vae", None)
     if vae is not None and not isinstance(vae, AutoencoderKLWan):
         frame_decoder(pipe)  # raises: the pipeline cannot be streamed
-    transformer.compile_repeated_blocks()
+    # Static shapes: a stream's layouts are few (the cache filling, then steady), each compiled once. The
+    # VAE's blocks of several widths share code, so its decoder takes more compilations than dynamo's default
+    # limit of 8 per function, past which dynamo leaves the function eager (seen on the H100: a chunk took
+    # 0.65 s instead of 0.60).
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    transformer.compile_repeated_blocks(dynamic=False)
     if vae is not None:
-        vae.decoder.compile()
+        vae.decoder.compile(dynamic=False)
 
 
 def stream_video(pipe, prompt: Prompt | Sequence[tuple[int, Prompt]], num_frames: int,
