@@ -378,7 +378,8 @@ def wan_stream_speed(pipe, embeddings, args, device: torch.device, compiled: boo
         # The compiler's work (every layout of the cache, the first chunk's decode) is done by a stream that
         # fills the window, untimed apart from its total.
         started = time.perf_counter()
-        warmup_frames = 1 + vae.config.scale_factor_temporal * (4 * WAN_STREAM["chunk_frames"] - 1)
+        warmup_chunks = 2 + (WAN_STREAM["sink_frames"] + WAN_STREAM["window_frames"]) // WAN_STREAM["chunk_frames"]
+        warmup_frames = 1 + vae.config.scale_factor_temporal * (warmup_chunks * WAN_STREAM["chunk_frames"] - 1)
         for _ in stream_video(pipe, embeddings, warmup_frames, height=args.wan_height, width=args.wan_width,
                               generator=torch.Generator(device).manual_seed(1), **WAN_STREAM):
             pass
@@ -386,7 +387,10 @@ def wan_stream_speed(pipe, embeddings, args, device: torch.device, compiled: boo
     num_frames = 1 + vae.config.scale_factor_temporal * (args.wan_latent_frames - 1)
     stream = stream_video(pipe, embeddings, num_frames, height=args.wan_height, width=args.wan_width,
                           generator=torch.Generator(device).manual_seed(0), **WAN_STREAM)
-    timed = timed_stream(stream, device, vae.config.scale_factor_temporal * WAN_STREAM["chunk_frames"])
+    chunk_video_frames = vae.config.scale_factor_temporal * WAN_STREAM["chunk_frames"]
+    # On CUDA a chunk is handed out when the next one is queued; the last has no next one and follows the one
+    # before at once, so its window is not steady state.
+    timed = timed_stream(stream, device, chunk_video_frames, drain_frames=chunk_video_frames)
     flat_from = min(FLAT_FROM_FRAME, num_frames // 2)
     measured.update({
         "video_frames": int(len(timed["frames"])),
@@ -395,6 +399,9 @@ def wan_stream_speed(pipe, embeddings, args, device: torch.device, compiled: boo
         "time_flatness": flatness(timed, "seconds_per_frame", flat_from),
         "memory_flatness": flatness(timed, "peak_bytes", flat_from),
         "peak_gib": float(timed["peak_bytes"].max() / 2**30),
+        "per_window": {"start_frame": timed["window_start_frames"].tolist(),
+                       "seconds_per_frame": timed["seconds_per_frame"].tolist(),
+                       "peak_gib": (timed["peak_bytes"] / 2**30).tolist()},
     })
     if device.type == "cuda":
         measured["breakdown"] = wan_time_breakdown(pipe, embeddings, args, device, chunks=4 if args.quick else 16)
