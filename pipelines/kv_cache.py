@@ -19,7 +19,7 @@ Within one forward, queries are always the *trailing* keys: keys are [cached fra
 order, queries are the fed frames, and attention is chunk-causal over the fed frames (all cached keys
 visible). Chunk-causal with queries trailing means that each fed chunk sees a *prefix* of the keys, so a
 forward that feeds several chunks makes one unmasked attention call per chunk against its prefix rather
-than one masked call: a boolean mask would push SDPA off cuDNN and flash onto its slowest kernels. Each
+than one masked call, so that SDPA can pick its fastest kernels (flash takes no mask at all). Each
 call is the rectangular layout an efficient-attention backend sees through the processor's
 `_attention_backend`.
 

@@ -462,7 +462,7 @@ def compile_for_streaming(pipe) -> None:
     regional compilation; the KV-cached self-attention stays eager) and the Wan VAE's decoder.
 
     The first chunks then take minutes while the compiler works; afterwards a chunk of Wan2.1-1.3B at
-    480x832 takes 0.60 s instead of 0.76 (H100, BENCHMARKS.md, rolling generation). The modules stay
+    480x832 takes 0.57 s instead of 0.75 (H100, BENCHMARKS.md, rolling generation). The modules stay
     compiled for every later call, streamed or not, as after diffusers' own `compile_repeated_blocks`, and
     dynamo's recompile limit is raised to 64 for the process.
     """
