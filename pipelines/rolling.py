@@ -320,7 +320,7 @@ class VideoStream:
             decoding.append(self.decoder.start_decode(chunk))
             # A chunk decoding on the GPU is handed out once the next chunk has been queued: the host then waits
             # on the decode while the GPU runs both. Always then, not as soon as it happens to be done, so that
-            # chunks arrive at an even pace and overlap the same way (frame time and peak memory stay flat).
+            # every chunk overlaps the next one the same way and chunks arrive at an even pace.
             while decoding and (len(decoding) > 1 or not decoding[0].on_gpu):
                 yield from decoding.pop(0).frames()
         for decoded in decoding:
