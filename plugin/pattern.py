@@ -130,6 +130,6 @@ def num_blocks(num_tokens: int, block_size: int) -> int:
 def block_sizes(num_tokens: int, block_size: int, device=None) -> torch.Tensor:
     """Number of real tokens in each block (the last one may be short)."""
     n = num_blocks(num_tokens, block_size)
-    sizes = torch.full((n,), block_size, dtype=torch.int64, device=device)
-    sizes[-1] = num_tokens - (n - 1) * block_size
-    return sizes
+    # Computed on the device: writing the last size in from the host would wait for the GPU's queue.
+    starts = torch.arange(n, dtype=torch.int64, device=device) * block_size
+    return (num_tokens - starts).clamp(max=block_size)
