@@ -149,17 +149,22 @@ class DecodedChunk:
         return self._frames.numpy() if isinstance(self._frames, torch.Tensor) else self._frames
 
 
+def uint8_frames(video: torch.Tensor) -> torch.Tensor:
+    """(3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8, as diffusers' video postprocessing followed by rounding."""
+    return ((video.float() / 2 + 0.5).clamp(0.0, 1.0) * 255).round().to(torch.uint8).permute(1, 2, 3, 0)
+
+
 class PixelFrames:
     """Output of a pixel-space denoiser (the embedded model): samples in [-1, 1] are the frames."""
 
-    def __init__(self, pipe):
-        self.video_processor = pipe.video_processor
+    def __init__(self, pipe):  # the same constructor as WanVaeFrames; the pipeline holds nothing it needs
+        pass
 
     def video_frames(self, sample_frames: int) -> int:
         return sample_frames
 
     def start_decode(self, samples: torch.Tensor) -> DecodedChunk:
-        return DecodedChunk(_as_uint8(self.video_processor.postprocess_video(samples, output_type="np")[0]))
+        return DecodedChunk(uint8_frames(samples[0]).cpu().numpy())
 
 
 class WanVaeFrames:
@@ -212,12 +217,7 @@ class WanVaeFrames:
             decoded.append(vae.decoder(features[:, :, index:index + 1], feat_cache=vae._feat_map,
                                        feat_idx=vae._conv_idx, first_chunk=self.first_frame))
             self.first_frame = False
-        video = torch.cat(decoded, dim=2)[0].float()  # (3, F, H, W) in [-1, 1]
-        return ((video / 2 + 0.5).clamp(0.0, 1.0) * 255).round().to(torch.uint8).permute(1, 2, 3, 0)
-
-
-def _as_uint8(video: np.ndarray) -> np.ndarray:
-    return (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)
+        return uint8_frames(torch.cat(decoded, dim=2)[0])
 
 
 def streamable_transformer(pipe) -> WanTransformer3DModel:
@@ -240,11 +240,16 @@ def streamable_transformer(pipe) -> WanTransformer3DModel:
 
 
 def frame_decoder(pipe) -> PixelFrames | WanVaeFrames:
+    return frame_decoder_class(pipe)(pipe)
+
+
+def frame_decoder_class(pipe) -> type[PixelFrames] | type[WanVaeFrames]:
+    """How the pipeline's samples become frames, or a ValueError that says why the pipeline cannot stream."""
     vae = getattr(pipe, "vae", None)
     if vae is None and hasattr(pipe, "video_processor"):
-        return PixelFrames(pipe)
+        return PixelFrames
     if isinstance(vae, AutoencoderKLWan):
-        return WanVaeFrames(pipe)
+        return WanVaeFrames
     raise ValueError(f"{OWNER}: {type(pipe).__name__} cannot be streamed: its frames are decoded by "
                      f"{type(vae).__name__}, not AutoencoderKLWan or a pixel-space model")
 
@@ -467,17 +472,15 @@ def compile_for_streaming(pipe) -> None:
     dynamo's recompile limit is raised to 64 for the process.
     """
     transformer = streamable_transformer(pipe)
-    vae = getattr(pipe, "vae", None)
-    if vae is not None and not isinstance(vae, AutoencoderKLWan):
-        frame_decoder(pipe)  # raises: the pipeline cannot be streamed
+    decodes_latents = frame_decoder_class(pipe) is WanVaeFrames  # checked before anything is compiled
     # Static shapes: a stream's layouts are few (the cache filling, then steady), each compiled once. The
     # VAE's blocks of several widths share code, so its decoder takes more compilations than dynamo's default
     # limit of 8 per function, past which dynamo leaves the function eager (seen on the H100: a chunk took
     # 0.65 s instead of 0.60).
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     transformer.compile_repeated_blocks(dynamic=False)
-    if vae is not None:
-        vae.decoder.compile(dynamic=False)
+    if decodes_latents:
+        pipe.vae.decoder.compile(dynamic=False)
 
 
 def stream_video(pipe, prompt: Prompt | Sequence[tuple[int, Prompt]], num_frames: int,

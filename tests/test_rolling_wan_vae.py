@@ -85,6 +85,15 @@ def test_compile_for_streaming_rejects_a_pipeline_it_cannot_stream():
         compile_for_streaming(not_streamable)
 
 
+def test_compile_for_streaming_compiles_nothing_when_the_decoder_cannot_stream():
+    transformer = tiny_wan(in_channels=4, out_channels=4, text_dim=TEXT_DIM).model
+    other_vae = type("OtherVaePipeline", (), {"transformer": transformer, "vae": torch.nn.Identity(),
+                                              "scheduler": FlowMatchEulerDiscreteScheduler()})()
+    with pytest.raises(ValueError, match="OtherVaePipeline cannot be streamed: its frames are decoded by Identity"):
+        compile_for_streaming(other_vae)
+    assert all(block._compiled_call_impl is None for block in transformer.blocks)
+
+
 @pytest.mark.gpu
 def test_overlapped_decode_on_cuda_gives_the_synchronous_frames():
     pipe = tiny_wan_pipeline("cuda")
