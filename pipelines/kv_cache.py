@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from typing import Iterator
 
 import torch
@@ -75,6 +76,11 @@ def apply_rope(hidden_states: torch.Tensor, tables: tuple[torch.Tensor, torch.Te
     return out
 
 
+@functools.cache
+def compiled_apply_rope():
+    return torch.compile(apply_rope, dynamic=False)
+
+
 class LayerKV:
     """One self-attention layer's cached keys (before RoPE) and values, each (B, tokens, heads, head_dim)."""
 
@@ -107,9 +113,9 @@ class LayerKV:
     def clear(self) -> None:
         self.keys = self.values = self._rotated_keys = None
 
-    def rotated_keys(self, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor | None:
+    def rotated_keys(self, tables: tuple[torch.Tensor, torch.Tensor], rotate=apply_rope) -> torch.Tensor | None:
         if self.keys is not None and self._rotated_keys is None:
-            self._rotated_keys = apply_rope(self.keys, tables)
+            self._rotated_keys = rotate(self.keys, tables)
         return self._rotated_keys
 
 
@@ -150,6 +156,8 @@ class RollingKVCache:
         self.written_frames = 0  # the leading cached frames whose keys and values every layer holds
         self.layers: dict[str, LayerKV] = {}
         self.plan: ForwardPlan | None = None
+        self.rope: WanRotaryPosEmbed | None = None  # the model's, bound by kv_cached_self_attention
+        self.rotate_keys = apply_rope  # compiled when the transformer's blocks are (kv_cached_self_attention)
         # RoPE tables by (first position, frames, height tokens, width tokens): a stream cycles through a few
         # layouts, and building a table moves positions to the GPU, which would wait for the queued work.
         self._rope_tables: dict[tuple[int, int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -192,24 +200,24 @@ class RollingKVCache:
             layer.clear()
         self.written_frames = 0
 
-    def _rope(self, rope: WanRotaryPosEmbed, first: int, frames: int, height_tokens: int,
-              width_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rope(self, first: int, frames: int, height_tokens: int, width_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         key = (first, frames, height_tokens, width_tokens)
         if key not in self._rope_tables:
             if len(self._rope_tables) >= 32:  # a bound, in case the token grid keeps changing
                 self._rope_tables.clear()
-            self._rope_tables[key] = rope_tables(rope, torch.arange(first, first + frames), height_tokens,
+            self._rope_tables[key] = rope_tables(self.rope, torch.arange(first, first + frames), height_tokens,
                                                  width_tokens)
         return self._rope_tables[key]
 
     @contextlib.contextmanager
-    def forward(self, rope: WanRotaryPosEmbed, fed_frames: int, height_tokens: int,
-                width_tokens: int) -> Iterator[None]:
+    def forward(self, fed_frames: int, height_tokens: int, width_tokens: int) -> Iterator[None]:
         """Plan one transformer forward on [pending frames | `fed_frames` - pending noisy frames].
 
         Inside the block the layers attend to the cache and store the pending frames' keys and values;
         afterwards those frames count as written.
         """
+        if self.rope is None:
+            raise RuntimeError("RollingKVCache.forward() runs inside kv_cached_self_attention(transformer, cache)")
         if fed_frames % self.chunk_frames:
             raise ValueError(f"a forward must feed whole chunks of {self.chunk_frames} frames, got {fed_frames}")
         cached = self.written_frames
@@ -217,8 +225,8 @@ class RollingKVCache:
         query_spans = tuple(QuerySpan(start, start + chunk_tokens, cached_tokens + start + chunk_tokens)
                             for start in range(0, fed_frames * self.frame_tokens, chunk_tokens))
         self.plan = ForwardPlan(
-            fed_rope=self._rope(rope, cached, fed_frames, height_tokens, width_tokens),
-            cached_rope=self._rope(rope, 0, cached, height_tokens, width_tokens),
+            fed_rope=self._rope(cached, fed_frames, height_tokens, width_tokens),
+            cached_rope=self._rope(0, cached, height_tokens, width_tokens),
             query_spans=query_spans,
             pending_tokens=self.pending_frames * self.frame_tokens,
         )
@@ -232,8 +240,8 @@ class RollingKVCache:
 class KVCacheWanAttnProcessor(WanAttnProcessor):
     """Wan self-attention against [cached keys | own keys], with positions relative to the cache.
 
-    The model's own `rotary_emb` (absolute positions of the fed frames) is ignored: the cache's plan
-    carries the relative tables. Attention goes through diffusers' dispatcher with this processor's
+    `rotary_emb` is the cache plan's tables of the fed frames (relative positions), given to the blocks
+    by `CacheRelativeRope` in place of the model's absolute ones. Attention goes through diffusers' dispatcher with this processor's
     backend, so an efficient-attention backend set on the layer still receives the call.
     """
 
@@ -242,37 +250,57 @@ class KVCacheWanAttnProcessor(WanAttnProcessor):
         self.cache = cache
         self.layer_name = layer_name
 
-    # Left out of torch.compile (`compile_for_streaming`): its Python state (the cache's plan and per-layer
-    # tensors) would be guarded per layer and per cache layout, recompiling the block 30 times a layout.
-    @torch.compiler.disable
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
-        plan = self.cache.plan
-        if plan is None:
-            raise RuntimeError("a KV-cached self-attention layer ran outside RollingKVCache.forward()")
+        # Projections, norms and the rotation of the fed frames are plain tensor work that
+        # `compile_for_streaming` compiles with the block (`rotary_emb` holds the plan's fed tables, through
+        # `CacheRelativeRope`); only the part that reads and writes the cache stays eager.
         query, key, value = _get_qkv_projections(attn, hidden_states, None)
         query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
         value = value.unflatten(2, (attn.heads, -1))
+        out = self._attend_with_cache(apply_rope(query, rotary_emb), key, apply_rope(key, rotary_emb), value)
+        out = out.flatten(2, 3).type_as(query)
+        return attn.to_out[1](attn.to_out[0](out))
 
+    # Left out of torch.compile: its Python state (the cache's plan and per-layer tensors) would be guarded
+    # per layer and per cache layout, recompiling the block 30 times a layout.
+    @torch.compiler.disable
+    def _attend_with_cache(self, query: torch.Tensor, key: torch.Tensor, fed_keys: torch.Tensor,
+                           value: torch.Tensor) -> torch.Tensor:
+        """Rotated queries attend to [cached | fed] keys span by span; the pending frames' keys (unrotated:
+        their positions change as the window slides) and values are stored."""
+        plan = self.cache.plan
+        if plan is None:
+            raise RuntimeError("a KV-cached self-attention layer ran outside RollingKVCache.forward()")
         layer = self.cache.layer(self.layer_name)
-        fed_keys = apply_rope(key, plan.fed_rope)
-        cached_keys = layer.rotated_keys(plan.cached_rope)
+        cached_keys = layer.rotated_keys(plan.cached_rope, self.cache.rotate_keys)
         keys = fed_keys if cached_keys is None else torch.cat([cached_keys, fed_keys], dim=1)
         values = value if layer.values is None else torch.cat([layer.values, value], dim=1)
-        query = apply_rope(query, plan.fed_rope)
         outs = [dispatch_attention_fn(query[:, span.start:span.stop], keys[:, :span.key_stop],
                                       values[:, :span.key_stop], backend=self._attention_backend)
                 for span in plan.query_spans]
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
         layer.append(key[:, :plan.pending_tokens], value[:, :plan.pending_tokens])
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
-        out = out.flatten(2, 3).type_as(query)
-        return attn.to_out[1](attn.to_out[0](out))
+
+class CacheRelativeRope(torch.nn.Module):
+    """Stands in for a Wan transformer's `rope` while a KV cache is on: the blocks receive the RoPE tables of
+    the fed frames at their positions relative to the cache (the plan's), not the absolute ones."""
+
+    def __init__(self, cache: RollingKVCache):
+        super().__init__()
+        self.cache = cache
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cache.plan is None:
+            raise RuntimeError("a KV-cached transformer ran outside RollingKVCache.forward()")
+        return self.cache.plan.fed_rope
 
 
 @contextlib.contextmanager
 def kv_cached_self_attention(transformer: WanTransformer3DModel, cache: RollingKVCache) -> Iterator[None]:
-    """Give every self-attention layer a `KVCacheWanAttnProcessor` reading `cache` for the block's duration."""
+    """Give every self-attention layer a `KVCacheWanAttnProcessor` reading `cache`, and the transformer a
+    `CacheRelativeRope`, for the block's duration; the cache plans its forwards with the model's RoPE."""
     originals = transformer.attn_processors
     cached = {}
     for name, processor in originals.items():
@@ -288,7 +316,14 @@ def kv_cached_self_attention(transformer: WanTransformer3DModel, cache: RollingK
         replacement._attention_backend = processor._attention_backend
         cached[name] = replacement
     transformer.set_attn_processor({**originals, **cached})
+    model_rope, cache.rope = transformer.rope, transformer.rope
+    transformer.rope = CacheRelativeRope(cache)
+    if any(block._compiled_call_impl is not None for block in transformer.blocks):
+        # The cached keys' rotation (once per layer and chunk) runs in the eager part of the processor; with
+        # compiled blocks it is compiled too, instead of six float32 passes over the cached keys.
+        cache.rotate_keys = compiled_apply_rope()
     try:
         yield
     finally:
+        transformer.rope, cache.rope = model_rope, None
         transformer.set_attn_processor(dict(originals))

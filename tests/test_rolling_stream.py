@@ -114,7 +114,7 @@ def prefill_keys(pipe, video_stream: VideoStream, latents: torch.Tensor, prompt:
     embeddings = video_stream._embeddings(prompt)
     tokens = SIZE // pipe.transformer.config.patch_size[1]
     with torch.no_grad(), kv_cached_self_attention(pipe.transformer, cache), \
-            cache.forward(pipe.transformer.rope, cache.num_frames, tokens, tokens):
+            cache.forward(cache.num_frames, tokens, tokens):
         pipe.transformer(hidden_states=latents.expand(embeddings.shape[0], -1, -1, -1, -1),
                          timestep=torch.zeros(embeddings.shape[0]), encoder_hidden_states=embeddings)
     return {name: layer.keys for name, layer in cache.layers.items()}
