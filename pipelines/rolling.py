@@ -464,12 +464,14 @@ class VideoStream:
 
 def compile_for_streaming(pipe) -> None:
     """`torch.compile`, in place, what a stream spends its GPU time in: the transformer's blocks (diffusers'
-    regional compilation; the KV-cached self-attention stays eager) and the Wan VAE's decoder.
+    regional compilation; only the KV cache's reads and writes stay eager) and the Wan VAE's decoder, whose
+    convolution weights it also stores channels-last (cuDNN's faster layout; the values are unchanged).
 
     The first chunks then take minutes while the compiler works; afterwards a chunk of Wan2.1-1.3B at
-    480x832 takes 0.57 s instead of 0.75 (H100, BENCHMARKS.md, rolling generation). The modules stay
-    compiled for every later call, streamed or not, as after diffusers' own `compile_repeated_blocks`, and
-    dynamo's recompile limit is raised to 64 for the process.
+    480x832 takes 0.49 s instead of 0.75 (H100, BENCHMARKS.md, rolling generation). A second stream may
+    still recompile parts of the decoder before its first frame (seen on the H100); later ones do not. The
+    modules stay compiled for every later call, streamed or not, as after diffusers' own
+    `compile_repeated_blocks`, and dynamo's recompile limit is raised to 64 for the process.
     """
     transformer = streamable_transformer(pipe)
     decodes_latents = frame_decoder_class(pipe) is WanVaeFrames  # checked before anything is compiled
@@ -480,8 +482,8 @@ def compile_for_streaming(pipe) -> None:
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     transformer.compile_repeated_blocks(dynamic=False)
     if decodes_latents:
-        # cuDNN's convolutions run faster on channels-last weights and activations, and the compiled decoder
-        # keeps its activations in the weights' layout: 0.194 -> 0.164 s per chunk of Wan2.1's VAE at 480x832
+        # cuDNN's convolutions run faster on channels-last weights: the compiled decode of a chunk of Wan2.1's
+        # VAE at 480x832 went 0.194 -> 0.164 s with them
         # (H100, benchmarks/results/rolling-h100/session6/exploration/explore_decode_layout.py).
         to_channels_last(pipe.vae.decoder)
         pipe.vae.decoder.compile(dynamic=False)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from swiftdit.pipelines.kv_cache import LayerKV, RollingKVCache, apply_rope, rope_tables
+from swiftdit.pipelines.kv_cache import LayerKV, RollingKVCache, apply_rope, kv_cached_self_attention, rope_tables
 from tiny_models import tiny_wan
 
 
@@ -73,3 +73,19 @@ def test_rotated_keys_are_recomputed_only_when_the_cache_changes():
     assert layer.rotated_keys(tables) is first
     layer.drop(0, 30)
     assert layer.num_tokens == 0
+
+
+def test_kv_cached_transformer_takes_the_plan_tables_and_gets_its_rope_back():
+    transformer = tiny_wan(rope_max_seq_len=32).model
+    model_rope = transformer.rope
+    cache = RollingKVCache(1, 2, 1, 30, 1)
+    with kv_cached_self_attention(transformer, cache):
+        assert transformer.rope is not model_rope and cache.rope is model_rope
+        with pytest.raises(RuntimeError, match="outside RollingKVCache.forward"):
+            transformer.rope(torch.zeros(1))
+        with cache.forward(1, 6, 5):
+            assert transformer.rope(torch.zeros(1)) is cache.plan.fed_rope  # what the blocks get as rotary_emb
+    assert transformer.rope is model_rope and cache.rope is None
+    with pytest.raises(RuntimeError, match="inside kv_cached_self_attention"):
+        with cache.forward(1, 6, 5):
+            pass

@@ -74,6 +74,7 @@ def test_compiled_stream_gives_the_eager_frames():
     compile_for_streaming(compiled)
     assert all(block._compiled_call_impl is not None for block in compiled.transformer.blocks)
     assert compiled.vae.decoder._compiled_call_impl is not None
+    assert compiled.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last_3d)
     reference = np.stack(list(open_tiny_stream(eager).frames()))
     frames = np.stack(list(open_tiny_stream(compiled).frames()))
     np.testing.assert_allclose(frames.astype(int), reference.astype(int), atol=1)

@@ -1,6 +1,6 @@
 # Exploratory, run on the H100 from the repository root (session 6): bench_rolling's timed stream waited about
 # 50 s for its first frame after a warm-up stream had compiled everything. Which guards fail in a second stream.
-import logging, os, sys, time
+import sys, time
 import torch
 from torch._dynamo.utils import counters
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel

@@ -1,7 +1,7 @@
 # Exploratory, run on the H100 from the repository root (session 6): the compiled stream with the chunk-at-once
 # decode ran at 1.39 s per chunk while its GPU work summed to about 0.48 s. Per-chunk arrival times, allocator
 # retries and dynamo's compile counters, for the decode chunk-at-once / frame by frame, overlapped / synchronous.
-import json, os, sys, time, types
+import json, os, sys, time
 import torch
 from torch._dynamo.utils import counters
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
