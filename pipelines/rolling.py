@@ -523,7 +523,10 @@ def open_stream(pipe, prompt: Prompt | Sequence[tuple[int, Prompt]], num_frames:
     sink_frames: the first latent frames, kept for ever (default: one chunk; 0 for a plain sliding window).
     chunk_frames: latent frames per chunk (default: the pipeline's `chunk_latent_frames`).
     schedule: "chunked" (Self-Forcing) or "rolling" (Rolling Forcing, `rolling_chunks` chunks in flight,
-        default one per denoising step).
+        default one per denoising step). Under "rolling" a forward attends over sink + window + every chunk in
+        flight: keep that span near the clip length the model was trained on. The embedded model (trained on
+        8 latent frames) followed the prompt to the end of 512 frames in 18 of 24 streams with 8 chunks in
+        flight (a span of 22) and in 24 of 24 with `rolling_chunks=2` (a span of 10; BENCHMARKS.md).
     height, width: output size in pixels (default: 64 x 64 for the embedded model; required otherwise).
     switch_context_noise: noise level in [0, 1) of the frames re-cached at a prompt switch (default 0.8; 0:
         clean, as in LongLive); a higher level lets the new prompt take over sooner, at some cost in continuity.
