@@ -144,6 +144,11 @@ def embedded_setup(args, pipe) -> tuple[dict, int, int, int]:
     return common, sink, window, video_chunk
 
 
+def schedule_options(args, schedule: str) -> dict:
+    """The stream options of a schedule: `--rolling-chunks` applies under "rolling" only."""
+    return dict(schedule=schedule, rolling_chunks=args.rolling_chunks if schedule == "rolling" else None)
+
+
 def sink_variants(sink: int, window: int) -> tuple[tuple[str, int, int], ...]:
     """The attention-sink cache and a no-sink sliding window of the same span."""
     return ("sink", sink, window), ("no_sink", 0, sink + window)
@@ -159,7 +164,8 @@ def bench_embedded_timing(args, device: torch.device) -> dict:
     for schedule in args.schedules:
         for name, sink_frames, window_frames in sink_variants(sink, window):
             stream = open_stream(pipe, prompt, sink_frames=sink_frames, window_frames=window_frames,
-                                 schedule=schedule, generator=torch.Generator(device).manual_seed(0), **common)
+                                 **schedule_options(args, schedule), generator=torch.Generator(device).manual_seed(0),
+                                 **common)
             measured = timed_stream(stream.frames(), device, video_chunk,
                                     drain_frames=stream.config.chunks_in_flight * video_chunk)
             timing[f"{schedule}/{name}"] = {
@@ -194,12 +200,13 @@ def bench_embedded_streams(args, device: torch.device, prompt_indices: list[int]
             row = {"schedule": schedule, "prompt": prompt}
             for name, sink_frames, window_frames in sink_variants(sink, window):
                 frames = np.stack(list(stream_video(pipe, prompt, sink_frames=sink_frames, window_frames=window_frames,
-                                                    schedule=schedule,
+                                                    **schedule_options(args, schedule),
                                                     generator=torch.Generator(device).manual_seed(index), **common)))
                 last = judge(frames[-SEGMENT_FRAMES:], prompt)
                 row[name] = {"last_16": {"color": last.color, "direction": last.direction, "shape": last.shape},
                              "drift": segment_drift(frames, prompt)}
-            row["switch"] = bench_switch(pipe, prompt, prompts[(index + 1) % len(prompts)], schedule, video_chunk,
+            row["switch"] = bench_switch(pipe, prompt, prompts[(index + 1) % len(prompts)],
+                                         schedule_options(args, schedule), video_chunk,
                                          dict(common, num_frames=args.switch_frames,
                                               switch_context_noise=args.switch_context_noise),
                                          sink, window, device, index)
@@ -233,16 +240,17 @@ def bench_embedded(args, device: torch.device) -> dict:
                 streams += json.load(file)
     result["config"]["switch_frames"] = args.switch_frames
     result["config"]["switch_context_noise"] = args.switch_context_noise
+    result["config"]["rolling_chunks"] = args.rolling_chunks
     result["streams"] = sorted(streams, key=lambda row: (row["schedule"], row["prompt"]))
     result["summary"] = summarize(result["streams"], result["timing"])
     return result
 
 
-def bench_switch(pipe, prompt, new_prompt, schedule, video_chunk, common, sink, window, device, seed) -> dict:
+def bench_switch(pipe, prompt, new_prompt, schedule: dict, video_chunk, common, sink, window, device, seed) -> dict:
     """Switch half way (on a chunk boundary); judge the two chunks after the switch against the new prompt."""
     switch_frame = (common["num_frames"] // 2) // video_chunk * video_chunk
     frames = np.stack(list(stream_video(pipe, [(0, prompt), (switch_frame, new_prompt)], sink_frames=sink,
-                                        window_frames=window, schedule=schedule,
+                                        window_frames=window, **schedule,
                                         generator=torch.Generator(device).manual_seed(seed), **common)))
     after = judge(frames[switch_frame:switch_frame + 2 * video_chunk], new_prompt)
     return {"new_prompt": new_prompt, "color": after.color, "direction": after.direction,
@@ -420,6 +428,9 @@ def main():
     parser.add_argument("--prompts", type=int, default=24)
     parser.add_argument("--schedules", nargs="+", default=["chunked", "rolling"], choices=["chunked", "rolling"])
     parser.add_argument("--embedded-steps", type=int, default=8)
+    parser.add_argument("--rolling-chunks", type=int, default=None,
+                        help="chunks in flight under 'rolling' (default: one per step; 2 keeps the embedded "
+                             "model's attention span near its training clip, BENCHMARKS.md)")
     parser.add_argument("--guidance-scale", type=float, default=4.0)
     parser.add_argument("--switch-frames", type=int, default=128,
                         help="length of each prompt-switch stream (the switch comes half way)")
