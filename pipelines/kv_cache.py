@@ -241,8 +241,9 @@ class KVCacheWanAttnProcessor(WanAttnProcessor):
     """Wan self-attention against [cached keys | own keys], with positions relative to the cache.
 
     `rotary_emb` is the cache plan's tables of the fed frames (relative positions), given to the blocks
-    by `CacheRelativeRope` in place of the model's absolute ones. Attention goes through diffusers' dispatcher with this processor's
-    backend, so an efficient-attention backend set on the layer still receives the call.
+    by `CacheRelativeRope` in place of the model's absolute ones. Attention goes through diffusers'
+    dispatcher with this processor's backend, so an efficient-attention backend set on the layer still
+    receives the call.
     """
 
     def __init__(self, cache: RollingKVCache, layer_name: str):
@@ -262,8 +263,8 @@ class KVCacheWanAttnProcessor(WanAttnProcessor):
         out = out.flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
 
-    # Left out of torch.compile: its Python state (the cache's plan and per-layer tensors) would be guarded
-    # per layer and per cache layout, recompiling the block 30 times a layout.
+    # Left out of torch.compile: it reads and writes Python state (the cache's plan, the layer's tensors,
+    # which change size as the window fills), which dynamo would guard on per layer and per cache layout.
     @torch.compiler.disable
     def _attend_with_cache(self, query: torch.Tensor, key: torch.Tensor, fed_keys: torch.Tensor,
                            value: torch.Tensor) -> torch.Tensor:
