@@ -39,7 +39,6 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, WanRotaryPosEmbed, _get_qkv_projections
 
 
-
 def rope_tables(rope: WanRotaryPosEmbed, frame_positions: torch.Tensor, height_tokens: int,
                 width_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Wan's (cos, sin) tables, each (1, F*h*w, 1, head_dim), for frames at arbitrary temporal positions.
@@ -316,14 +315,14 @@ def kv_cached_self_attention(transformer: WanTransformer3DModel, cache: RollingK
         replacement = KVCacheWanAttnProcessor(cache, name)
         replacement._attention_backend = processor._attention_backend
         cached[name] = replacement
+    model_rope = transformer.rope
     transformer.set_attn_processor({**originals, **cached})
-    model_rope, cache.rope = transformer.rope, transformer.rope
-    transformer.rope = CacheRelativeRope(cache)
-    if any(block._compiled_call_impl is not None for block in transformer.blocks):
-        # The cached keys' rotation (once per layer and chunk) runs in the eager part of the processor; with
-        # compiled blocks it is compiled too, instead of six float32 passes over the cached keys.
-        cache.rotate_keys = compiled_apply_rope()
-    try:
+    try:  # everything swapped in is put back, whatever fails
+        cache.rope, transformer.rope = model_rope, CacheRelativeRope(cache)
+        if any(block._compiled_call_impl is not None for block in transformer.blocks):
+            # The cached keys' rotation (once per layer and chunk) runs in the eager part of the processor;
+            # with compiled blocks it is compiled too, instead of six float32 passes over the cached keys.
+            cache.rotate_keys = compiled_apply_rope()
         yield
     finally:
         transformer.rope, cache.rope = model_rope, None

@@ -89,3 +89,14 @@ def test_kv_cached_transformer_takes_the_plan_tables_and_gets_its_rope_back():
     with pytest.raises(RuntimeError, match="inside kv_cached_self_attention"):
         with cache.forward(1, 6, 5):
             pass
+
+
+def test_a_failure_inside_the_cache_context_restores_the_transformer():
+    transformer = tiny_wan(rope_max_seq_len=32).model
+    model_rope, processors = transformer.rope, transformer.attn_processors
+    with pytest.raises(KeyError):
+        with kv_cached_self_attention(transformer, RollingKVCache(1, 2, 1, 30, 1)):
+            raise KeyError("failed mid-stream")
+    assert transformer.rope is model_rope
+    assert {name: type(p) for name, p in transformer.attn_processors.items()} == \
+        {name: type(p) for name, p in processors.items()}
