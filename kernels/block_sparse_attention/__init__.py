@@ -17,6 +17,7 @@ from .naive import (
     block_sparse_attention_reference,
     index_table_to_block_mask,
 )
+from .pooled import PooledColumns, mean_pool_torch, pooled_columns
 from .window import (
     LocalWindowMask,
     classify_blocks,
@@ -104,6 +105,7 @@ def block_sparse_attention(
     scale: float | None = None,
     backend: str = "auto",
     return_lse: bool = True,
+    estimate_dropped: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Block-sparse attention; same arguments and results as `block_sparse_attention_reference`.
 
@@ -112,24 +114,34 @@ def block_sparse_attention(
     LSE may be None: the reference then computes the output with PyTorch's fused SDPA and the token mask.
     element_mask is a bool (B|1, H|1, N, N) tensor or a `LocalWindowMask` (coordinates; no (N, N) tensor on the
     Triton path, the reference materialises it).
+    estimate_dropped: every query also attends one pooled column per key block its query block drops (the
+    block's mean key with a logit bias of log n_j, and its mean value; pooled.py), in the same softmax. The
+    LSE then covers the estimate too. Needs a positive scale.
     """
     check_block_sparse_inputs(q, k, v, kv_indices, kv_counts, block_size, text_k, text_v, text_key_mask, element_mask)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if estimate_dropped and not scale > 0:
+        raise ValueError(f"estimate_dropped=True needs a positive scale (the pooled columns' bias is log n_j / "
+                         f"scale), got scale={scale!r}")
     if not uses_triton(q, block_size, backend):
         return block_sparse_attention_reference(
             q, k, v, kv_indices, kv_counts, block_size, text_k=text_k, text_v=text_v,
             text_key_mask=text_key_mask, element_mask=element_mask, scale=scale, return_lse=return_lse,
+            estimate_dropped=estimate_dropped,
         )
     from .triton_ops import BlockSparseAttentionFunction
 
     key_mask = text_key_mask.to(torch.uint8).contiguous() if text_key_mask is not None else None
     return BlockSparseAttentionFunction.apply(
-        q, k, v, text_k, text_v, kv_indices, kv_counts, key_mask, element_mask, block_size, scale,
+        q, k, v, text_k, text_v, kv_indices, kv_counts, key_mask, element_mask, block_size, scale, estimate_dropped,
     )
 
 
 __all__ = [
     "LocalWindowMask",
+    "PooledColumns",
+    "mean_pool_torch",
+    "pooled_columns",
     "classify_blocks",
     "window_block_counts",
     "window_dense_mask",

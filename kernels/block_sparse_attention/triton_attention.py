@@ -9,6 +9,9 @@ Layout and conventions shared by the three kernels:
   -inf, queries past the end are never stored;
 - text keys ("dense columns") are walked after the table, in tiles of the block size, for every query
   block; a (B, L) padding mask may switch some of them off;
+- pooled columns (HAS_POOLED; pooled.py) are walked last, SUB block means at a time: query block i sees
+  block j's mean key, with the logit bias log n_j (passed pre-divided by the softmax scale, i.e. in raw
+  score units), only where its (B|1, H|1, nQ, nK) uint8 `Dropped` row says i drops j;
 - the optional element mask is only evaluated for (query block, key block) pairs whose `block_full` flag
   is 0, so whole blocks cost nothing extra. The constexpr EMASK_KIND says which kind (EMASK_NONE = 0:
   none; EMASK_DENSE = 1: a (B|1, H|1, N, N) uint8 mask is read; EMASK_WINDOW = 2: a local
@@ -262,6 +265,20 @@ def _text_tile(q, tk_base, tv_base, s_tkn, s_tvn, text_mask_row, offs_t, offs_d,
 
 
 @triton.jit
+def _pooled_tile(q, pk_base, pv_base, s_pkn, s_pvn, bias_ptr, dropped_row, offs_p, offs_d, d_ok, num_kv_blocks):
+    """Raw scores of the query tile against pooled columns `offs_p` (block means, plus their log n_j / scale
+    bias; -inf for blocks this query block keeps and past the last block), with the means' keys and values."""
+    p_ok = offs_p < num_kv_blocks
+    p_ok = p_ok & (tl.load(dropped_row + offs_p, mask=p_ok, other=0) != 0)
+    tile_ok = p_ok[:, None] & d_ok[None, :]
+    k = tl.load(pk_base + offs_p[:, None] * s_pkn + offs_d[None, :], mask=tile_ok, other=0.0)
+    v = tl.load(pv_base + offs_p[:, None] * s_pvn + offs_d[None, :], mask=tile_ok, other=0.0)
+    bias = tl.load(bias_ptr + offs_p, mask=p_ok, other=0.0)
+    s = tl.dot(q, tl.trans(k)) + bias[None, :]
+    return tl.where(p_ok[None, :], s, float("-inf")), k, v
+
+
+@triton.jit
 def _dq_step(s, k, v, do, lse, delta, dq):
     """dQ += dS K for one key tile, dS = P * (dO V^T - delta) with P recomputed from the saved LSE."""
     p = tl.math.exp2(s - lse[:, None])
@@ -271,21 +288,23 @@ def _dq_step(s, k, v, do, lse, delta, dq):
 
 @triton.autotune(
     configs=default_forward_configs(),
-    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "EMASK_KIND", "EVEN_N", "TMA_OK"],
+    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "EMASK_KIND", "EVEN_N", "TMA_OK", "HAS_POOLED"],
     prune_configs_by={"early_config_prune": _prune_forward},
 )
 @triton.jit
 def block_sparse_forward_kernel(
     Q, K, V, Out, Lse, KvIdx, KvCnt,
-    TextK, TextV, TextMask, ElemMask, BlockFull, Coords,
+    TextK, TextV, TextMask, ElemMask, BlockFull, Coords, PoolK, PoolV, PoolBias, Dropped,
     s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn,
     s_ib, s_ih, s_iq, s_cb, s_ch,
     s_tkb, s_tkh, s_tkn, s_tvb, s_tvh, s_tvn, s_tmb,
     s_emb, s_emh, s_emq, s_fb, s_fh, s_fq,
-    num_heads, seq_len, text_len, qk_scale_log2, win_r2, win_t,
+    s_pkb, s_pkh, s_pkn, s_pvb, s_pvh, s_pvn, s_db, s_dh, s_dq,
+    num_heads, seq_len, text_len, num_kv_blocks, qk_scale_log2, win_r2, win_t,
     BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_N: tl.constexpr, HAS_TEXT: tl.constexpr, HAS_TEXT_MASK: tl.constexpr,
     EMASK_KIND: tl.constexpr, TMA_OK: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
+    HAS_POOLED: tl.constexpr,
 ):
     """Forward for one query block. USE_TMA loads K/V sub-tiles through device-side tensor descriptors (TMA
     on Hopper; rows past the end come back as zeros and are masked to -inf like in the pointer path);
@@ -349,6 +368,15 @@ def block_sparse_forward_kernel(
             qk = tl.where(t_ok[None, :], tl.dot(q, tl.trans(k)), float("-inf"))
             m_i, l_i, acc = _softmax_update(qk, m_i, l_i, acc, v, qk_scale_log2, True)
 
+    if HAS_POOLED:
+        pk_base = PoolK + b * s_pkb + h * s_pkh
+        pv_base = PoolV + b * s_pvb + h * s_pvh
+        dropped_row = Dropped + b * s_db + h * s_dh + q_block * s_dq
+        for p_start in range(0, num_kv_blocks, SUB):
+            qk, k, v = _pooled_tile(q, pk_base, pv_base, s_pkn, s_pvn, PoolBias, dropped_row, p_start + tl.arange(0, SUB),
+                                    offs_d, d_ok, num_kv_blocks)
+            m_i, l_i, acc = _softmax_update(qk, m_i, l_i, acc, v, qk_scale_log2, True)
+
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
     lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
@@ -359,21 +387,22 @@ def block_sparse_forward_kernel(
 
 @triton.autotune(
     configs=_configs((32, 64), ((8, 2), (4, 2), (8, 3))),
-    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "EMASK_KIND"],
+    key=["BLOCK", "HEAD_DIM", "HAS_TEXT", "EMASK_KIND", "HAS_POOLED"],
     prune_configs_by={"early_config_prune": _prune_sub_tiles},
 )
 @triton.jit
 def block_sparse_dq_kernel(
     Q, K, V, DO, Lse, Delta, DQ, KvIdx, KvCnt,
-    TextK, TextV, TextMask, ElemMask, BlockFull, Coords,
+    TextK, TextV, TextMask, ElemMask, BlockFull, Coords, PoolK, PoolV, PoolBias, Dropped,
     s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn,
     s_ib, s_ih, s_iq, s_cb, s_ch,
     s_tkb, s_tkh, s_tkn, s_tvb, s_tvh, s_tvn, s_tmb,
     s_emb, s_emh, s_emq, s_fb, s_fh, s_fq,
-    num_heads, seq_len, text_len, qk_scale_log2, scale, win_r2, win_t,
+    s_pkb, s_pkh, s_pkn, s_pvb, s_pvh, s_pvn, s_db, s_dh, s_dq,
+    num_heads, seq_len, text_len, num_kv_blocks, qk_scale_log2, scale, win_r2, win_t,
     BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_N: tl.constexpr, HAS_TEXT: tl.constexpr, HAS_TEXT_MASK: tl.constexpr,
-    EMASK_KIND: tl.constexpr,
+    EMASK_KIND: tl.constexpr, HAS_POOLED: tl.constexpr,
 ):
     """dQ for one query block: walks the same key blocks as the forward (SUB keys at a time)."""
     q_block = tl.program_id(0)
@@ -418,29 +447,41 @@ def block_sparse_dq_kernel(
                                  offs_d, d_ok, text_len, qk_scale_log2, HAS_TEXT_MASK)
             dq = _dq_step(s, k, v, do, lse, delta, dq)
 
+    if HAS_POOLED:
+        pk_base = PoolK + b * s_pkb + h * s_pkh
+        pv_base = PoolV + b * s_pvb + h * s_pvh
+        dropped_row = Dropped + b * s_db + h * s_dh + q_block * s_dq
+        for p_start in range(0, num_kv_blocks, SUB):
+            s, k, v = _pooled_tile(q, pk_base, pv_base, s_pkn, s_pvn, PoolBias, dropped_row, p_start + tl.arange(0, SUB),
+                                   offs_d, d_ok, num_kv_blocks)
+            dq = _dq_step(s * qk_scale_log2, k, v, do, lse, delta, dq)
+
     tl.store(DQ + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),
              mask=tile_ok)
 
 
 @triton.autotune(
     configs=_configs((32, 64), ((8, 2), (4, 2), (8, 3))),
-    key=["BLOCK", "HEAD_DIM", "EMASK_KIND", "HAS_KEY_MASK"],
+    key=["BLOCK", "HEAD_DIM", "EMASK_KIND", "HAS_KEY_MASK", "POOLED"],
     prune_configs_by={"early_config_prune": _prune_sub_tiles},
 )
 @triton.jit
 def block_sparse_dkdv_kernel(
-    Q, K, V, DO, Lse, Delta, DK, DV, QIdx, QCnt, KeyMask, ElemMask, BlockFull, Coords,
+    Q, K, V, DO, Lse, Delta, DK, DV, QIdx, QCnt, KeyMask, ElemMask, BlockFull, Coords, PoolBias, Dropped,
     s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn,
     s_ib, s_ih, s_ik, s_cb, s_ch, s_ck, s_kmb,
-    s_emb, s_emh, s_emq, s_fb, s_fh, s_fq,
+    s_emb, s_emh, s_emq, s_fb, s_fh, s_fq, s_db, s_dh, s_dq,
     num_heads, seq_len, key_len, qk_scale_log2, scale, win_r2, win_t,
     BLOCK: tl.constexpr, SUB: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    HAS_KEY_MASK: tl.constexpr, EMASK_KIND: tl.constexpr,
+    HAS_KEY_MASK: tl.constexpr, EMASK_KIND: tl.constexpr, POOLED: tl.constexpr,
 ):
-    """dK, dV for one key block (visual, or a tile of text keys) over the query blocks that attend to it.
+    """dK, dV for one key block (visual, a tile of text keys, or a tile of pooled columns) over the query
+    blocks that attend to it.
 
-    QIdx/QCnt is the transposed index table: query blocks per key block. For text keys it is "every
-    query block", passed with zero strides. SUB query rows are processed at a time.
+    QIdx/QCnt is the transposed index table: query blocks per key block. For text keys and pooled columns
+    it is "every query block", passed with zero strides. POOLED: the keys are block means with a log n_j /
+    scale bias (PoolBias), counted only for the query blocks whose `Dropped` row marks them. SUB query rows
+    are processed at a time.
     """
     k_block = tl.program_id(0)
     bh = tl.program_id(1)
@@ -452,7 +493,11 @@ def block_sparse_dkdv_kernel(
     key_ok = offs_n < key_len
     if HAS_KEY_MASK:
         key_ok = key_ok & (tl.load(KeyMask + b * s_kmb + offs_n, mask=offs_n < key_len, other=0) != 0)
-    key_bias = tl.where(key_ok, 0.0, float("-inf"))
+    if POOLED:
+        key_bias = tl.load(PoolBias + offs_n, mask=key_ok, other=0.0) * qk_scale_log2
+    else:
+        key_bias = tl.zeros([BLOCK], tl.float32)
+    key_bias = tl.where(key_ok, key_bias, float("-inf"))
     tile_ok = (offs_n[:, None] < key_len) & d_ok[None, :]
     k = tl.load(K + b * s_kb + h * s_kh + offs_n[:, None] * s_kn + offs_d[None, :], mask=tile_ok, other=0.0)
     v = tl.load(V + b * s_vb + h * s_vh + offs_n[:, None] * s_vn + offs_d[None, :], mask=tile_ok, other=0.0)
@@ -477,6 +522,10 @@ def block_sparse_dkdv_kernel(
             lse = tl.where(lse == float("-inf"), float("inf"), lse) * 1.4426950408889634
             delta = tl.load(Delta + bh_q + offs_m, mask=row_ok, other=0.0)
             s = tl.dot(q, tl.trans(k)) * qk_scale_log2 + key_bias[None, :]
+            if POOLED:
+                dropped = tl.load(Dropped + b * s_db + h * s_dh + q_block * s_dq + offs_n, mask=offs_n < key_len,
+                                  other=0)
+                s = tl.where((dropped != 0)[None, :], s, float("-inf"))
             if EMASK_KIND:
                 full_row = BlockFull + b * s_fb + h * s_fh + q_block * s_fq
                 s = _element_mask_scores(s, em_base, full_row, Coords, k_block, offs_m, offs_n, seq_len, s_emq, win_r2,

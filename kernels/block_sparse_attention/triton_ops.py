@@ -20,6 +20,8 @@ from .triton_attention import (
     forward_config_allowed,
     interpreting,
 )
+from ..block_sparse_planning.triton_pooling import mean_pool_triton
+from .pooled import PooledColumns, block_token_counts, mean_pool_torch, pooled_columns
 from .window import LocalWindowMask
 
 
@@ -64,6 +66,34 @@ def _element_mask_args(element_mask: ElementMask | LocalWindowMask | None, place
         return (em, window.block_full.to(device, torch.uint8).contiguous(), window.coords.to(device).contiguous(),
                 window.radius ** 2, window.temporal_radius, EMASK_WINDOW)
     return element_mask.mask, element_mask.block_full, placeholder, 0, 0, EMASK_DENSE
+
+
+@dataclass
+class KernelPooledColumns:
+    """Pooled columns as the kernels read them: block-mean keys/values (B, H, nK, D) in q's dtype, the logit
+    bias log n_j / scale (nK,) float32 (raw score units, after the sign of the scale was folded into q), and
+    the (B|1, H|1, nQ, nK) uint8 'dropped' flags."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    bias: torch.Tensor
+    dropped: torch.Tensor
+
+    @classmethod
+    def from_columns(cls, pooled: PooledColumns, dtype: torch.dtype, scale: float) -> KernelPooledColumns:
+        """`scale` is the softmax scale the kernel multiplies raw scores by (non-zero)."""
+        return cls(pooled.k.to(dtype).contiguous(), pooled.v.to(dtype).contiguous(),
+                   (pooled.log_weight / scale).float().contiguous(), pooled.dropped.to(torch.uint8).contiguous())
+
+
+def _pooled_args(pooled: KernelPooledColumns | None, placeholder: torch.Tensor) -> tuple:
+    """Kernel arguments of the pooled columns: (PoolK, PoolV, PoolBias, Dropped), their nine strides, nK."""
+    if pooled is None:
+        empty = placeholder.new_empty((1, 1, 1, 1))
+        return (empty, empty, placeholder, empty), (0,) * 9, 0
+    return ((pooled.k, pooled.v, pooled.bias, pooled.dropped),
+            (*_bhn_strides(pooled.k), *_bhn_strides(pooled.v), *_broadcast_strides(pooled.dropped, 3)),
+            pooled.k.shape[2])
 
 
 def _bhn_strides(x: torch.Tensor) -> tuple[int, int, int]:
@@ -129,12 +159,14 @@ def launch_forward(
     text: TextKeys | None,
     element_mask: ElementMask | LocalWindowMask | None,
     config: dict | None = None,
+    pooled: PooledColumns | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32.
 
     `config` (keys SUB, num_warps, num_stages and optionally USE_TMA, WARP_SPEC) bypasses the autotuner and
     runs that one variant (benchmarks/bench_kernel_variants.py sweeps them); ValueError if it cannot run on
-    these inputs. Without it the autotuner picks among the candidates `triton_attention` lists."""
+    these inputs. Without it the autotuner picks among the candidates `triton_attention` lists. `pooled`: the
+    pooled columns of the dropped blocks (pooled.py), attended after the kept blocks and the text."""
     b, h, n, d = q.shape
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
     # The kernel takes the row max on unscaled scores, which needs a positive scale: fold a sign into q.
@@ -148,6 +180,8 @@ def launch_forward(
     out = torch.empty((b, h, n, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
     placeholder = lse  # any tensor: pointers of disabled branches are never dereferenced
+    kernel_pooled = KernelPooledColumns.from_columns(pooled, q.dtype, scale) if pooled is not None else None
+    pool_tensors, pool_strides, num_kv_blocks = _pooled_args(kernel_pooled, placeholder)
     text_k = _last_dim_contiguous(text.k) if text is not None else placeholder.new_empty((1, 1, 1, 1))
     text_v = _last_dim_contiguous(text.v) if text is not None else text_k
     text_mask = text.key_mask if text is not None and text.key_mask is not None else placeholder
@@ -168,15 +202,15 @@ def launch_forward(
         _ensure_tma_allocator()
     kernel[grid](
         q, k, v, out, lse, kv_indices, kv_counts,
-        text_k, text_v, text_mask, em, full, coords,
+        text_k, text_v, text_mask, em, full, coords, *pool_tensors,
         *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
         *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 2),
         *_bhn_strides(text_k), *_bhn_strides(text_v), text_mask.stride(0) if text_mask.dim() == 2 else 0,
-        *_broadcast_strides(em, 3), *_broadcast_strides(full, 3),
-        h, n, text.k.shape[2] if text is not None else 0, scale * LOG2E, win_r2, win_t,
+        *_broadcast_strides(em, 3), *_broadcast_strides(full, 3), *pool_strides,
+        h, n, text.k.shape[2] if text is not None else 0, num_kv_blocks, scale * LOG2E, win_r2, win_t,
         BLOCK=block_size, HEAD_DIM=d, BLOCK_D=block_d, EVEN_N=n % block_size == 0,
         HAS_TEXT=text is not None, HAS_TEXT_MASK=text is not None and text.key_mask is not None,
-        EMASK_KIND=emask_kind, TMA_OK=tma_ok, **options,
+        EMASK_KIND=emask_kind, TMA_OK=tma_ok, HAS_POOLED=pooled is not None, **options,
     )
     return out, lse
 
@@ -191,8 +225,10 @@ def launch_backward(
     q, k, v, out, lse, grad_out, grad_lse,
     kv_indices, kv_counts, block_size: int, scale: float,
     text: TextKeys | None, element_mask: ElementMask | LocalWindowMask | None,
+    pooled: PooledColumns | None = None,
 ):
-    """Returns dq, dk, dv, d_text_k, d_text_v (the text gradients are None without text)."""
+    """Returns dq, dk, dv, d_text_k, d_text_v, d_pooled_k, d_pooled_v (the text gradients are None without
+    text, the pooled ones (B, H, nK, D) float32 without pooled columns)."""
     b, h, n, d = q.shape
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
     grad_out = grad_out.contiguous()
@@ -214,61 +250,88 @@ def launch_backward(
     text_len = text.k.shape[2] if text is not None else 0
     em, full, coords, win_r2, win_t, emask_kind = _element_mask_args(element_mask, placeholder, block_size)
     common = {"BLOCK": block_size, "HEAD_DIM": d, "BLOCK_D": _head_block(d), "EMASK_KIND": emask_kind}
+    kernel_pooled = KernelPooledColumns.from_columns(pooled, q.dtype, scale) if pooled is not None else None
+    pool_tensors, pool_strides, num_kv_blocks = _pooled_args(kernel_pooled, placeholder)
 
     block_sparse_dq_kernel[(n_blocks, b * h)](
         q, k, v, grad_out, lse, delta, dq, kv_indices, kv_counts,
-        text_k, text_v, text_mask, em, full, coords,
+        text_k, text_v, text_mask, em, full, coords, *pool_tensors,
         *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
         *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 2),
         *_bhn_strides(text_k), *_bhn_strides(text_v), text_mask.stride(0) if text_mask.dim() == 2 else 0,
-        *_broadcast_strides(em, 3), *_broadcast_strides(full, 3),
-        h, n, text_len, scale * LOG2E, scale, win_r2, win_t,
+        *_broadcast_strides(em, 3), *_broadcast_strides(full, 3), *pool_strides,
+        h, n, text_len, num_kv_blocks, scale * LOG2E, scale, win_r2, win_t,
         EVEN_N=n % block_size == 0, HAS_TEXT=text is not None,
-        HAS_TEXT_MASK=text is not None and text.key_mask is not None, **common,
+        HAS_TEXT_MASK=text is not None and text.key_mask is not None, HAS_POOLED=pooled is not None, **common,
     )
 
+    no_pooled = (placeholder, placeholder.new_empty((1, 1, 1, 1)), 0, 0, 0)
     q_indices, q_counts = transpose_index_table(kv_indices, kv_counts, n_blocks)
     block_sparse_dkdv_kernel[(n_blocks, b * h)](
-        q, k, v, grad_out, lse, delta, dk, dv, q_indices, q_counts, placeholder, em, full, coords,
+        q, k, v, grad_out, lse, delta, dk, dv, q_indices, q_counts, placeholder, em, full, coords, *no_pooled[:2],
         *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
         *_broadcast_strides(q_indices, 3), *_broadcast_strides(q_counts, 3), 0,
-        *_broadcast_strides(em, 3), *_broadcast_strides(full, 3),
-        h, n, n, scale * LOG2E, scale, win_r2, win_t, HAS_KEY_MASK=False, **common,
+        *_broadcast_strides(em, 3), *_broadcast_strides(full, 3), *no_pooled[2:],
+        h, n, n, scale * LOG2E, scale, win_r2, win_t, HAS_KEY_MASK=False, POOLED=False, **common,
     )
 
+    # Text keys and pooled columns are attended by every query block: a one-row table with zero strides.
+    all_q_blocks = torch.arange(n_blocks, dtype=torch.int32, device=q.device)
+    all_count = torch.full((1,), n_blocks, dtype=torch.int32, device=q.device)
+    extra_columns = {"BLOCK": block_size, "HEAD_DIM": d, "BLOCK_D": _head_block(d), "EMASK_KIND": EMASK_NONE}
     d_text_k = d_text_v = None
     if text is not None:
         d_text_k = torch.empty((b, h, text_len, d), dtype=text.k.dtype, device=q.device)
         d_text_v = torch.empty((b, h, text_len, d), dtype=text.v.dtype, device=q.device)
-        # Every query block attends every text tile: a one-row table with zero strides.
-        all_q_blocks = torch.arange(n_blocks, dtype=torch.int32, device=q.device)
-        all_count = torch.full((1,), n_blocks, dtype=torch.int32, device=q.device)
         block_sparse_dkdv_kernel[(triton.cdiv(text_len, block_size), b * h)](
             q, text_k, text_v, grad_out, lse, delta, d_text_k, d_text_v, all_q_blocks, all_count, text_mask,
-            em, full, coords,
+            em, full, coords, *no_pooled[:2],
             *_bhn_strides(q), *_bhn_strides(text_k), *_bhn_strides(text_v),
             0, 0, 0, 0, 0, 0, text_mask.stride(0) if text_mask.dim() == 2 else 0,
-            0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, *no_pooled[2:],
             h, n, text_len, scale * LOG2E, scale, 0, 0,
-            BLOCK=block_size, HEAD_DIM=d, BLOCK_D=_head_block(d), EMASK_KIND=EMASK_NONE,
-            HAS_KEY_MASK=text.key_mask is not None,
+            HAS_KEY_MASK=text.key_mask is not None, POOLED=False, **extra_columns,
         )
-    return dq, dk, dv, d_text_k, d_text_v
+    d_pooled_k = d_pooled_v = None
+    if kernel_pooled is not None:
+        d_pooled_k = torch.empty((b, h, num_kv_blocks, d), dtype=torch.float32, device=q.device)
+        d_pooled_v = torch.empty_like(d_pooled_k)
+        block_sparse_dkdv_kernel[(triton.cdiv(num_kv_blocks, block_size), b * h)](
+            q, kernel_pooled.k, kernel_pooled.v, grad_out, lse, delta, d_pooled_k, d_pooled_v, all_q_blocks,
+            all_count, placeholder, em, full, coords, kernel_pooled.bias, kernel_pooled.dropped,
+            *_bhn_strides(q), *_bhn_strides(kernel_pooled.k), *_bhn_strides(kernel_pooled.v),
+            0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, *_broadcast_strides(kernel_pooled.dropped, 3),
+            h, n, num_kv_blocks, scale * LOG2E, scale, 0, 0,
+            HAS_KEY_MASK=False, POOLED=True, **extra_columns,
+        )
+    return dq, dk, dv, d_text_k, d_text_v, d_pooled_k, d_pooled_v
+
+
+def spread_block_gradient(d_means: torch.Tensor, block_size: int, num_tokens: int) -> torch.Tensor:
+    """(B, H, nK, D) gradient on block means -> (B, H, N, D) gradient on the tokens (each gets d_mean / n_j)."""
+    per_token = d_means / block_token_counts(num_tokens, block_size, d_means.device)[:, None]
+    return per_token.repeat_interleave(block_size, dim=2)[:, :, :num_tokens]
 
 
 class BlockSparseAttentionFunction(torch.autograd.Function):
     """out, lse = block-sparse attention; differentiable in q, k, v, text_k, text_v (and through the LSE)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, text_k, text_v, kv_indices, kv_counts, text_key_mask, element_mask, block_size, scale):
+    def forward(ctx, q, k, v, text_k, text_v, kv_indices, kv_counts, text_key_mask, element_mask, block_size, scale,
+                estimate_dropped=False):
         text = TextKeys(text_k, text_v, text_key_mask) if text_k is not None else None
         if isinstance(element_mask, LocalWindowMask):
             emask = element_mask.with_block_full(block_size)
         else:
             emask = ElementMask.from_bool(element_mask, block_size) if element_mask is not None else None
-        out, lse = launch_forward(q, k, v, kv_indices, kv_counts, block_size, scale, text, emask)
+        pooled = None
+        if estimate_dropped:
+            kept = index_table_to_block_mask(kv_indices, kv_counts, triton.cdiv(q.shape[2], block_size))
+            pooled = pooled_columns(k, v, kept, block_size, pool=mean_pool_triton if q.is_cuda else mean_pool_torch)
+        out, lse = launch_forward(q, k, v, kv_indices, kv_counts, block_size, scale, text, emask, pooled=pooled)
         ctx.save_for_backward(q, k, v, text_k, text_v, kv_indices, kv_counts, text_key_mask, out, lse)
-        ctx.element_mask = emask
+        ctx.element_mask, ctx.pooled = emask, pooled
         ctx.block_size, ctx.scale = block_size, scale
         return out, lse
 
@@ -278,8 +341,12 @@ class BlockSparseAttentionFunction(torch.autograd.Function):
         text = TextKeys(text_k, text_v, text_key_mask) if text_k is not None else None
         if grad_out is None:
             grad_out = torch.zeros_like(out)
-        dq, dk, dv, d_text_k, d_text_v = launch_backward(
+        dq, dk, dv, d_text_k, d_text_v, d_pooled_k, d_pooled_v = launch_backward(
             q, k, v, out, lse, grad_out, grad_lse, kv_indices, kv_counts, ctx.block_size, ctx.scale,
-            text, ctx.element_mask,
+            text, ctx.element_mask, ctx.pooled,
         )
-        return dq, dk, dv, d_text_k, d_text_v, None, None, None, None, None, None
+        if ctx.pooled is not None:
+            # A block mean's gradient reaches each of its n_j tokens divided by n_j.
+            dk = (dk.float() + spread_block_gradient(d_pooled_k, ctx.block_size, q.shape[2])).to(dk.dtype)
+            dv = (dv.float() + spread_block_gradient(d_pooled_v, ctx.block_size, q.shape[2])).to(dv.dtype)
+        return dq, dk, dv, d_text_k, d_text_v, None, None, None, None, None, None, None

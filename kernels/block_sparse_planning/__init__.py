@@ -13,20 +13,10 @@ import math
 import torch
 
 from ..block_sparse_attention.naive import block_mask_to_index_table
+from ..block_sparse_attention.pooled import mean_pool_torch
 from .naive import BlockPlan, keep_count, mean_pool_reference, plan_block_sparse_reference
 
 BACKENDS = ("auto", "triton", "torch")
-
-
-def mean_pool_torch(x: torch.Tensor, block_size: int) -> torch.Tensor:
-    """(B, H, N, D) -> (B, H, ceil(N / block_size), D) float32 block means, with tensor ops only."""
-    b, h, n, d = x.shape
-    n_blocks = math.ceil(n / block_size)
-    pad = n_blocks * block_size - n
-    sums = torch.nn.functional.pad(x.float(), (0, 0, 0, pad)).view(b, h, n_blocks, block_size, d).sum(3)
-    sizes = torch.full((n_blocks, 1), float(block_size), device=x.device)
-    sizes[-1] = block_size - pad
-    return sums / sizes
 
 
 def _check_plan_arguments(q, k, block_size, keep_ratio, keep_mass, backend):

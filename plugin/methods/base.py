@@ -128,11 +128,13 @@ class AttentionMethod:
         return f"{type(self).__name__}({self.config})"
 
 
-def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern, *,
-                        return_lse: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern, *, return_lse: bool = True,
+                        estimate_dropped: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run block-sparse attention for a pattern; returns (out, lse) in the original token order.
 
     With return_lse=False the LSE may be None, which lets the CPU path use PyTorch's fused SDPA.
+    estimate_dropped: also attend each dropped key block's pooled column (`rectified`), blocks taken in the
+    pattern's token order.
     """
     q, k, v, visual_mask = inputs.q, inputs.k, inputs.v, inputs.visual_mask
     order = pattern.token_order
@@ -150,7 +152,7 @@ def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern, *,
     out, lse = block_sparse_attention(
         q, k, v, kv_indices, kv_counts, pattern.block_size,
         text_k=inputs.text_k, text_v=inputs.text_v, text_key_mask=inputs.text_key_mask,
-        element_mask=element_mask, scale=inputs.scale, return_lse=return_lse,
+        element_mask=element_mask, scale=inputs.scale, return_lse=return_lse, estimate_dropped=estimate_dropped,
     )
     if order is not None:
         inverse = torch.empty_like(order)

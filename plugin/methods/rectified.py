@@ -14,10 +14,13 @@ rectify="pooled", pooled_estimate="block": Rectified SpaAttn as published (Liu e
     - O_i = R_i O_sparse,i + sum_{j not in S_i or G_i} P_ij v_bar_j, where R_i = sum_{j in S_i or G_i} P_ij
       (+ the text mass) is the estimated full-attention share of what the kernel renormalised over.
 rectify="pooled", pooled_estimate="token" (default): the same idea per query token with the exact kept
-    mass. The kernel's log-sum-exp gives each row's exact softmax mass over its kept blocks and the text;
-    the dropped blocks' mass is estimated from the token's own query against pooled keys,
-    n_j exp(q_t . k_bar_j * scale), and the two parts are mixed in proportion to their masses:
+    mass: the kept blocks and the text exactly, the dropped blocks' mass estimated from the token's own
+    query against pooled keys, n_j exp(q_t . k_bar_j * scale), the two parts mixed in proportion to their
+    masses:
     O_t = (Z_kept O_sparse,t + sum_dropped n_j e^{q_t k_bar_j s} v_bar_j) / (Z_kept + sum_dropped n_j e^{...}).
+    That is one softmax over the kept keys plus one pooled column per dropped block (mean key, logit bias
+    log n_j, mean value), which the block-sparse kernel walks after the kept blocks in the same launch
+    (`estimate_dropped`, kernels/block_sparse_attention/pooled.py): no second pass over the tokens.
     The block version's R_i is itself a pooled estimate, and pooling flattens the softmax (exp of the mean
     score is below the mean of exp), so on sharp heads it under-weights the kept part and can end up
     further from dense than plain sparse attention; the token version keeps the exact part exact and adds
@@ -53,9 +56,6 @@ from .base import VisualAttentionInputs, attend_with_pattern
 from .blocking import Reorder, block_ids, mean_pool_blocks, reorder_tokens, restore_token_order
 from .registry import register_method
 from .sparse import SparseAttention, SparseConfig
-
-# Query tokens per chunk of the token estimate.
-TOKEN_CHUNK = 4096
 
 Rectify = Literal["pooled", "history"]
 PooledEstimate = Literal["token", "block"]
@@ -93,34 +93,6 @@ class RectifiedConfig(SparseConfig):
                 "RectifiedConfig: option 'refresh_every' must be >= 2 with rectify='history' (every refresh step "
                 f"runs dense attention to measure the history), got {self.refresh_every!r}"
             )
-
-
-def token_rectification(inputs: VisualAttentionInputs, pattern: BlockPattern, out_sparse: torch.Tensor,
-                        lse_sparse: torch.Tensor) -> torch.Tensor:
-    """Sparse output mixed with the pooled-key estimate of the dropped blocks, by exact kept mass per token."""
-    order, block_size = pattern.token_order, pattern.block_size
-    q, k, v = (reorder_tokens(x, order) for x in (inputs.q, inputs.k, inputs.v))
-    n = q.shape[2]
-    token_block = block_ids(n, block_size, q.device)
-    k_bar, v_bar = mean_pool_blocks(k, block_size), mean_pool_blocks(v, block_size)
-    log_sizes = block_sizes(n, block_size, q.device).float().log()
-    dropped_log_mass = q.new_empty(q.shape[:3], dtype=torch.float32)
-    dropped_out = q.new_empty(q.shape, dtype=torch.float32)
-    # Query chunks bound the (B, H, chunk, nK) temporaries: one token against every pooled key block.
-    for start in range(0, n, TOKEN_CHUNK):
-        rows = slice(start, start + TOKEN_CHUNK)
-        logits = q[:, :, rows].float() @ k_bar.transpose(-1, -2) * inputs.scale + log_sizes
-        logits.masked_fill_(pattern.block_mask[:, :, token_block[rows]].expand_as(logits), float("-inf"))
-        log_mass = logits.logsumexp(-1)
-        dropped_log_mass[:, :, rows] = log_mass
-        # A row with every block kept has no dropped mass: its weights are all zero, not NaN.
-        dropped_out[:, :, rows] = (logits - log_mass[..., None]).exp().nan_to_num(0.0) @ v_bar
-    dropped_log_mass = restore_token_order(dropped_log_mass, order)
-    dropped_out = restore_token_order(dropped_out, order)
-    log_total = torch.logaddexp(lse_sparse, dropped_log_mass)
-    kept_share = (lse_sparse - log_total).exp()
-    dropped_share = (dropped_log_mass - log_total).exp()
-    return (kept_share[..., None] * out_sparse.float() + dropped_share[..., None] * dropped_out).to(out_sparse.dtype)
 
 
 def block_rectification(inputs: VisualAttentionInputs, pattern: BlockPattern, out_sparse: torch.Tensor) -> torch.Tensor:
@@ -182,13 +154,13 @@ class RectifiedAttention(SparseAttention):
     def attend(self, inputs: VisualAttentionInputs, pattern: BlockPattern, call: AttentionCall) -> torch.Tensor:
         if self.config.rectify == "history":
             return self._attend_with_history(inputs, pattern)
-        out_sparse, lse_sparse = attend_with_pattern(inputs, pattern)
         if inputs.visual_mask is not None:
             # A model-imposed token mask (diffusion forcing) cannot be honoured by a pooled estimate.
-            return out_sparse
+            return attend_with_pattern(inputs, pattern, return_lse=False)[0]
         if self.config.pooled_estimate == "token":
-            return token_rectification(inputs, pattern, out_sparse, lse_sparse)
-        return block_rectification(inputs, pattern, out_sparse)
+            # The kernel walks each dropped block's pooled column after the kept blocks, in one softmax.
+            return attend_with_pattern(inputs, pattern, return_lse=False, estimate_dropped=True)[0]
+        return block_rectification(inputs, pattern, attend_with_pattern(inputs, pattern, return_lse=False)[0])
 
     def _attend_with_history(self, inputs: VisualAttentionInputs, pattern: BlockPattern) -> torch.Tensor:
         """Re-ttention. The history travels in the pattern's extras: the runtime re-plans at each refresh

@@ -22,7 +22,7 @@ from swiftdit.kernels.block_sparse_attention import (
 
 
 def compare_with_reference(q, k, v, block_mask, block, *, text=None, text_key_mask=None, element_mask=None,
-                           lse_weight=0.5, tol=1e-2):
+                           lse_weight=0.5, tol=1e-2, estimate_dropped=False):
     """Run both backends on the same values (reference in float32); check out, lse and every gradient."""
     kv_indices, kv_counts = block_mask_to_index_table(block_mask)
     kernel_inputs = leaf_copies([q, k, v, *(text or ())], q.dtype)
@@ -32,7 +32,7 @@ def compare_with_reference(q, k, v, block_mask, block, *, text=None, text_key_ma
     for backend, inputs in (("triton", kernel_inputs), ("reference", reference_inputs)):
         text_kv = dict(text_k=inputs[3], text_v=inputs[4], text_key_mask=text_key_mask) if text else {}
         out, lse = block_sparse_attention(*inputs[:3], kv_indices, kv_counts, block, element_mask=element_mask,
-                                          backend=backend, **text_kv)
+                                          backend=backend, estimate_dropped=estimate_dropped, **text_kv)
         loss = (out.float() * out_weight).sum() + lse_weight * finite_lse_sum(lse)
         grads = torch.autograd.grad(loss, inputs)
         results.append((out, lse, grads))
@@ -83,6 +83,24 @@ def test_element_mask_on_boundary_blocks():
     element_mask = ((rows[:, None] - rows[None, :]).abs() <= 45)[None, None]
     mask = random_block_mask(b, h, math.ceil(n / block), 0.6)
     compare_with_reference(q, k, v, mask, block, element_mask=element_mask)
+
+
+@interpreter_only
+@pytest.mark.parametrize("b,h,n,d,block", CPU_CASES)
+def test_pooled_columns_of_dropped_blocks(b, h, n, d, block):
+    """estimate_dropped: forward, LSE and gradients (through the block means) against the reference, with
+    ragged ends, an empty kept row (it sees only pooled columns) and a fully kept row (no pooled column)."""
+    q, k, v = qkv(b, h, n, d, torch.float16)
+    text = qkv(b, h, 9, d, torch.float16, seed=3)[:2] if n % block else None
+    mask = random_block_mask(b, h, math.ceil(n / block), 0.4, empty_rows=1)
+    mask[:, -1, -1] = True  # the last query block of the last head keeps every block
+    out, lse = compare_with_reference(q, k, v, mask, block, text=text, estimate_dropped=True)
+    assert torch.isfinite(lse).all(), "every row sees at least a pooled column"
+    kv_indices, kv_counts = block_mask_to_index_table(mask)
+    plain, _ = block_sparse_attention(q, k, v, kv_indices, kv_counts, block, text_k=text and text[0],
+                                      text_v=text and text[1], backend="triton")
+    last_rows = slice((math.ceil(n / block) - 1) * block, n)
+    torch.testing.assert_close(out[:, -1, last_rows], plain[:, -1, last_rows], rtol=0, atol=0)
 
 
 @interpreter_only
@@ -140,6 +158,7 @@ def test_masked_sdpa_path_without_lse_matches_the_reference():
         (dict(text_k=torch.zeros(1, 1, 4, 16)), "text_k and text_v must be given together"),
         (dict(element_mask=torch.ones(1, 1, 64, 64)), "element_mask must be bool"),
         (dict(kv_counts=torch.ones(1, 1, 2, dtype=torch.int32)), "kv_counts must have shape"),
+        (dict(estimate_dropped=True, scale=-0.25), "estimate_dropped=True needs a positive scale"),
     ],
 )
 def test_bad_arguments_name_themselves(change, message):
@@ -168,6 +187,15 @@ def test_gpu_real_shapes(b, h, n, d, block, text_len, dtype):
     mask = random_block_mask(b, h, math.ceil(n / block), 0.15, empty_rows=1).cuda()
     text = qkv(b, h, text_len, d, dtype, device="cuda", seed=5)[:2] if text_len else None
     compare_with_reference(q, k, v, mask, block, text=text, tol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("b,h,n,d,block,text_len", GPU_CASES)
+def test_gpu_pooled_columns_of_dropped_blocks(b, h, n, d, block, text_len):
+    q, k, v = qkv(b, h, n, d, torch.bfloat16, device="cuda")
+    mask = random_block_mask(b, h, math.ceil(n / block), 0.15, empty_rows=1).cuda()
+    text = qkv(b, h, text_len, d, torch.bfloat16, device="cuda", seed=5)[:2] if text_len else None
+    compare_with_reference(q, k, v, mask, block, text=text, tol=2e-2, estimate_dropped=True)
 
 
 @pytest.mark.gpu

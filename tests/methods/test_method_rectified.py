@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from method_cases import dense_attention, make_call, random_inputs, relative_error, structured_inputs
-from swiftdit.methods import VisualAttentionInputs, build_method, rectified
+from swiftdit.methods import VisualAttentionInputs, build_method
 
 GRID = (4, 16, 16)
 SELECTION = dict(block_size=64, mass=0.0, neighbours=False, first_frame_sink=False)
@@ -113,11 +113,45 @@ def test_history_ratio_drift_grows_per_sparse_step():
         torch.testing.assert_close(gap, expected_ratio_gap[..., None] * out_sparse, rtol=1e-4, atol=1e-5)
 
 
-def test_token_estimate_does_not_depend_on_query_chunking(monkeypatch):
-    inputs = structured_inputs(GRID)
-    call = make_call(GRID)
-    method = build_method("rectified", dict(SELECTION, density=0.1))
+def token_estimate_oracle(inputs: VisualAttentionInputs, pattern) -> torch.Tensor:
+    """The token estimate written out in float64, as the method's docstring states it: per token, the exact
+    kept part (kept blocks and text) and n_j exp(q_t . k_bar_j * scale) v_bar_j over dropped blocks j,
+    mixed by mass. Blocks follow the pattern's token order."""
+    order, block = pattern.token_order, pattern.block_size
+    q, k, v = (x.double() if order is None else x.double()[:, :, order] for x in (inputs.q, inputs.k, inputs.v))
+    n = q.shape[2]
+    block_of = torch.arange(n) // block
+    kept = pattern.block_mask[:, :, block_of][..., block_of]  # (B|1, H|1, N, N) token pairs in kept blocks
+    scores = (q @ k.transpose(-1, -2) * inputs.scale).masked_fill(~kept, float("-inf"))
+    values = v
+    if inputs.text_k is not None:
+        text_scores = q @ inputs.text_k.double().transpose(-1, -2) * inputs.scale
+        if inputs.text_key_mask is not None:
+            text_scores = text_scores.masked_fill(~inputs.text_key_mask[:, None, None, :], float("-inf"))
+        scores = torch.cat([scores, text_scores], -1)
+        values = torch.cat([v, inputs.text_v.double().expand(v.shape[0], -1, -1, -1)], 2)
+    n_blocks = pattern.num_blocks
+    sizes = torch.bincount(block_of, minlength=n_blocks).double()
+    k_bar = torch.zeros(*k.shape[:2], n_blocks, k.shape[-1], dtype=torch.float64).index_add_(2, block_of, k) / sizes[:, None]
+    v_bar = torch.zeros_like(k_bar).index_add_(2, block_of, v) / sizes[:, None]
+    pooled_scores = (q @ k_bar.transpose(-1, -2) * inputs.scale + sizes.log())
+    pooled_scores = pooled_scores.masked_fill(pattern.block_mask[:, :, block_of], float("-inf"))
+    weights = torch.cat([scores, pooled_scores], -1).softmax(-1)
+    out = weights @ torch.cat([values, v_bar], 2)
+    if order is not None:
+        out = out[:, :, torch.argsort(order)]
+    return out
+
+
+@pytest.mark.parametrize("reorder, text_len", [("none", 0), ("hilbert", 0), ("none", 6)])
+def test_token_estimate_is_the_stated_formula(reorder, text_len):
+    """The kernel's pooled columns give exactly the per-token formula, in the pattern's token order."""
+    grid = (4, 8, 8) if text_len else GRID
+    inputs = structured_inputs(grid) if not text_len else random_inputs(grid, text_len=text_len)
+    call = make_call(grid, text_len=text_len)
+    method = build_method("rectified", dict(SELECTION, density=0.2, reorder=reorder))
     pattern = method.plan(inputs.q, inputs.k, call)
-    whole = method.attend(inputs, pattern, call)
-    monkeypatch.setattr(rectified, "TOKEN_CHUNK", 100)  # chunks that cut through blocks
-    torch.testing.assert_close(method.attend(inputs, pattern, call), whole, rtol=0, atol=0)
+    assert not pattern.block_mask.all(), "the case must drop blocks"
+    out = method.attend(inputs, pattern, call)
+    expected = token_estimate_oracle(inputs, pattern)
+    assert relative_error(out, expected) < 1e-5
