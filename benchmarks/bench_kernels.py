@@ -4,7 +4,7 @@ For every shape and density the three run on the same q/k/v and the same block m
 and query block, `density` of the key blocks kept, always including the diagonal). Reported per row:
 median ms, effective TFLOP/s on the kept work (4*D * kept query-key pairs / time) and that rate over
 cuDNN's dense rate. Also measured: backward, the pattern planner and the fused SLA forward/backward at
-Wan 480p. Results go to <out>/kernels.csv and <out>/kernels.json; a table is printed last.
+Wan 480p, and the kernel with `rectified`'s pooled columns of the dropped blocks against it without them. Results go to <out>/kernels.csv and <out>/kernels.json; a table is printed last.
 
     python benchmarks/bench_kernels.py --out bench_out            # the full set (H100: ~5 min)
     python benchmarks/bench_kernels.py --out bench_out --quick    # Wan 480p only, fewer densities
@@ -248,6 +248,36 @@ def sla_rows(quick: bool, device) -> list[Row]:
     return rows
 
 
+def pooled_rows(shape_keys, quick: bool, device) -> list[Row]:
+    """`rectified`'s pooled columns of the dropped blocks (estimate_dropped=True) against the same kernel
+    without them: the in-kernel cost of the per-token estimate (issue 4, item 4), block 128."""
+    rows = []
+    block = 128
+    for shape_key in shape_keys:
+        shape = SHAPES[shape_key]
+        h, n, d = shape.heads, shape.visual_tokens, shape.head_dim
+        q, k, v = (torch.randn(1, h, n, d, device=device, dtype=torch.bfloat16) for _ in range(3))
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            dense_ms = bench_ms(lambda: F.scaled_dot_product_attention(q, k, v), quick)
+        for density in (0.10, 0.25):
+            mask = random_block_mask(h, math.ceil(n / block), density, device, seed=int(density * 1000))
+            kv_indices, kv_counts = block_mask_to_index_table(mask)
+            flops = 4.0 * d * kept_pairs(mask, n, block, 0)
+            timed = {}
+            for name, estimate in (("swiftdit_triton", False), ("swiftdit_triton + pooled dropped", True)):
+                with torch.no_grad():
+                    timed[name] = bench_ms(lambda: block_sparse_attention(q, k, v, kv_indices, kv_counts, block,
+                                                                          estimate_dropped=estimate), quick)
+            plain_ms = timed["swiftdit_triton"]
+            for name, ms in timed.items():
+                note = "" if ms == plain_ms else f"+{100 * (ms / plain_ms - 1):.1f}% over the plain kernel"
+                rows.append(Row("pooled", shape_key, block, density, flops / (4.0 * h * n * n * d), name, ms,
+                                flops / ms / 1e9, float("nan"), dense_ms / ms, note))
+            print(f"  pooled {shape_key} density {density:.2f}: " +
+                  ", ".join(f"{name} {ms:.3f} ms" for name, ms in timed.items()), flush=True)
+    return rows
+
+
 def environment() -> dict:
     props = torch.cuda.get_device_properties(0)
     return {"device": props.name, "sm_count": props.multi_processor_count, "torch": torch.__version__,
@@ -271,7 +301,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Wan 480p only, densities 10%% and 100%%")
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), help="shapes (default: all, or wan480)")
     parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention (saves its compile time)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["backward", "planner", "sla"],
+    parser.add_argument("--skip", nargs="*", default=[], choices=["backward", "planner", "sla", "pooled"],
                         help="extra benchmarks to leave out")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -290,7 +320,8 @@ def main() -> None:
     sections = {"backward": lambda: backward_rows((0.10, 1.00) if args.quick else (0.10, 0.20, 1.00), 128,
                                                   args.quick, device),
                 "planner": lambda: planner_rows(args.quick, device),
-                "sla": lambda: sla_rows(args.quick, device)}
+                "sla": lambda: sla_rows(args.quick, device),
+                "pooled": lambda: pooled_rows([s for s in shapes if s != "hunyuan720"], args.quick, device)}
     for name, section in sections.items():
         if name not in args.skip:
             rows += section()

@@ -24,6 +24,7 @@ from ..context import AttentionCall
 from ..pattern import BlockPattern
 from ..validation import check_int
 from swiftdit.kernels.block_sparse_attention import LocalWindowMask, block_sparse_attention
+from .blocking import reorder_tokens, restore_token_order
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern, *,
     q, k, v, visual_mask = inputs.q, inputs.k, inputs.v, inputs.visual_mask
     order = pattern.token_order
     if order is not None:
-        q, k, v = q[:, :, order], k[:, :, order], v[:, :, order]
+        q, k, v = (reorder_tokens(x, order) for x in (q, k, v))
         if visual_mask is not None:
             visual_mask = visual_mask[:, :, order][:, :, :, order]
     element_mask = pattern.element_mask
@@ -154,11 +155,8 @@ def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern, *,
         text_k=inputs.text_k, text_v=inputs.text_v, text_key_mask=inputs.text_key_mask,
         element_mask=element_mask, scale=inputs.scale, return_lse=return_lse, estimate_dropped=estimate_dropped,
     )
-    if order is not None:
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel(), device=order.device)
-        out = out[:, :, inverse]
-        lse = None if lse is None else lse[:, :, inverse]
+    out = restore_token_order(out, order)
+    lse = None if lse is None else restore_token_order(lse, order)
     return out, lse
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 
 from swiftdit.kernels.block_sparse_planning import mean_pool_torch
+from swiftdit.kernels.token_permutation import inverse_permutation, permute_tokens
 
 from ..pattern import num_blocks
 
@@ -124,20 +125,14 @@ def token_order(reorder: Reorder, grid: tuple[int, int, int], block_size: int, d
     return hilbert_order(grid).to(device)
 
 
-def inverse_permutation(order: torch.Tensor) -> torch.Tensor:
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel(), device=order.device)
-    return inverse
-
-
 def reorder_tokens(x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
-    """Apply a token order to per-token tensors (B, H, N, ...) (identity for None)."""
-    return x if order is None else x[:, :, order]
+    """Apply a token order to per-token tensors (B, H, N, ...) (identity for None); whole-row copies on CUDA."""
+    return x if order is None else permute_tokens(x, order)
 
 
 def restore_token_order(x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
     """Undo `reorder_tokens`: per-token tensors (B, H, N, ...) back to raster order."""
-    return x if order is None else x[:, :, inverse_permutation(order)]
+    return x if order is None else permute_tokens(x, inverse_permutation(order))
 
 
 # ----------------------------------------------------------------------------------------------- pooling

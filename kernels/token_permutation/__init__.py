@@ -1,0 +1,58 @@
+"""Token permutation of per-token tensors (B, H, N, D): out[:, :, i] = x[:, :, order[i]].
+
+The methods that reorder tokens (Hilbert curves, 2-D patches) gather q, k, v into block order and the output
+back, four gathers per attention call. On CUDA `permute_tokens` copies whole token rows with a Triton kernel
+and keeps the input's memory layout; its gradient is the same gather with the inverse permutation. Elsewhere,
+and for other ranks, it is `index_select` (naive.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .naive import permute_tokens_reference
+
+BACKENDS = ("auto", "triton", "reference")
+
+
+def inverse_permutation(order: torch.Tensor) -> torch.Tensor:
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device, dtype=order.dtype)
+    return inverse
+
+
+class _PermuteTokens(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, order):
+        from .triton_permute import permute_tokens_triton
+
+        ctx.save_for_backward(order)
+        return permute_tokens_triton(x, order)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        from .triton_permute import permute_tokens_triton
+
+        (order,) = ctx.saved_tensors
+        return permute_tokens_triton(grad_out, inverse_permutation(order)), None
+
+
+def permute_tokens(x: torch.Tensor, order: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """x[:, :, order] for a (B, H, N, ...) tensor and a permutation `order` of range(N) (int, on x's device).
+
+    backend: "auto" (Triton for 4-D CUDA tensors, the reference otherwise), "triton" (on CPU tensors it needs
+    TRITON_INTERPRET=1) or "reference"."""
+    if backend not in BACKENDS:
+        raise ValueError(f"permute_tokens: backend must be one of {BACKENDS}, got {backend!r}")
+    if order.dim() != 1 or order.numel() != x.shape[2]:
+        raise ValueError(f"permute_tokens: order must be a permutation of the {x.shape[2]} tokens, got shape "
+                         f"{tuple(order.shape)}")
+    use_triton = backend == "triton" or (backend == "auto" and x.is_cuda and x.dim() == 4)
+    if not use_triton:
+        return permute_tokens_reference(x, order)
+    if x.dim() != 4:
+        raise ValueError(f"permute_tokens: backend='triton' takes (B, H, N, D) tensors, got {x.dim()} dims")
+    return _PermuteTokens.apply(x, order)
+
+
+__all__ = ["inverse_permutation", "permute_tokens", "permute_tokens_reference"]
