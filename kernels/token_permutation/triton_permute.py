@@ -47,7 +47,7 @@ def permute_tokens_triton(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     cols = min(1024, triton.next_power_of_2(row_len))
     block_rows = max(1, 4096 // cols)  # about 4K elements per program, whatever the row length
     grid = (triton.cdiv(n, block_rows), groups)
-    _gather_rows_kernel[grid](source, out, order.to(torch.int32).contiguous(), source.stride(0), source.stride(1),
+    _gather_rows_kernel[grid](source, out, order if order.is_contiguous() else order.contiguous(), source.stride(0), source.stride(1),
                               out.stride(0), out.stride(1), n, row_len, ROWS=block_rows, COLS=cols)
     b, h, _, d = x.shape
     if heads_in_row:
