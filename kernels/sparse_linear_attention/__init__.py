@@ -2,17 +2,22 @@
 
 `sparse_linear_attention` computes the softmax part with `block_sparse_attention` (the Triton kernels on
 CUDA bf16/fp16, forward and backward) and the linear part over the non-selected blocks through per-block
-states (block_states.py), whose cost does not grow with the density. `backend="reference"` runs the
+states (block_states.py), whose cost does not grow with the density; without autograd, the linear part runs
+as two Triton passes with the feature map fused in (triton_linear.py) around one matmul. `backend="reference"` runs the
 explicit N x N reference in `naive.py`; "triton" forces the Triton softmax part (the CPU tests use it
 under TRITON_INTERPRET=1).
 """
 
 from __future__ import annotations
 
-
 import torch
 
-from ..block_sparse_attention import block_sparse_attention, check_block_sparse_inputs, index_table_to_block_mask
+from ..block_sparse_attention import (
+    block_sparse_attention,
+    check_block_sparse_inputs,
+    index_table_to_block_mask,
+    uses_triton,
+)
 from .block_states import linear_attention_outside_blocks
 from .naive import FEATURE_MAPS, feature_map, sparse_linear_attention_reference
 
@@ -52,13 +57,26 @@ def sparse_linear_attention(
         q, k, v, kv_indices, kv_counts, block_size, text_k=text_k, text_v=text_v, text_key_mask=text_key_mask,
         scale=scale, backend=backend,
     )
+    selected = index_table_to_block_mask(kv_indices, kv_counts, kv_indices.shape[-2])
+    if uses_fused_linear_branch(q, k, v, block_size, backend):
+        from .triton_linear import linear_attention_outside_blocks_fused
+
+        q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+        return out_sparse, linear_attention_outside_blocks_fused(q, k, v, selected, block_size, feature, eps), lse
     # Tensor cores on CUDA (bf16/fp16 products, fp32 accumulation); float32 elsewhere.
     dtype = q.dtype if q.is_cuda else torch.float32
-    selected = index_table_to_block_mask(kv_indices, kv_counts, kv_indices.shape[-2])
     out_linear = linear_attention_outside_blocks(
         feature_map(q, feature).to(dtype), feature_map(k, feature).to(dtype), v.to(dtype), selected, block_size, eps,
     )
     return out_sparse, out_linear.to(q.dtype), lse
+
+
+def uses_fused_linear_branch(q, k, v, block_size: int, backend: str) -> bool:
+    """The fused Triton linear branch (triton_linear.py) runs where the block-sparse kernels do, for head dims up
+    to 128 (a D x D state per program), and only when no gradient is needed: it has no backward, so training
+    goes through the block-state tensor ops (block_states.py), which autograd differentiates."""
+    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
+    return not needs_grad and q.shape[-1] <= 128 and uses_triton(q, block_size, backend)
 
 
 __all__ = ["FEATURE_MAPS", "sparse_linear_attention", "sparse_linear_attention_reference"]

@@ -71,3 +71,36 @@ def test_gpu_sla_real_shape(block):
     q, k, v = qkv(b, h, n, d, torch.bfloat16, device="cuda")
     mask = random_block_mask(b, h, math.ceil(n / block), 0.1).cuda()
     compare_with_reference(q, k, v, mask, block, "softmax", tol=2e-2)
+
+
+def compare_fused_linear_branch(q, k, v, block_mask, block, feature, tol):
+    """Without autograd the linear branch takes the fused Triton kernels: same result as the reference."""
+    kv_indices, kv_counts = block_mask_to_index_table(block_mask)
+    with torch.no_grad():
+        _, fused, _ = sparse_linear_attention(q, k, v, kv_indices, kv_counts, block, feature=feature, backend="triton")
+        _, expected, _ = sparse_linear_attention(q.float(), k.float(), v.float(), kv_indices, kv_counts, block,
+                                                 feature=feature, backend="reference")
+    assert relative_error(fused, expected) < tol
+    return fused
+
+
+@interpreter_only
+@pytest.mark.parametrize("feature", ["softmax", "elu"])
+@pytest.mark.parametrize("b,h,n,d,block", [(1, 2, 150, 32, 32), (2, 1, 128, 40, 64)])
+def test_fused_linear_branch_without_autograd(feature, b, h, n, d, block):
+    """Ragged end, an odd head dim (padded lanes), a fully selected row (its linear part is 0), strided input."""
+    q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in qkv(b, h, n, d, torch.float16))
+    mask = random_block_mask(b, h, math.ceil(n / block), 0.3)
+    mask[:, :, 0] = True
+    fused = compare_fused_linear_branch(q, k, v, mask, block, feature, 1e-2)
+    assert torch.all(fused[:, :, :block] == 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("block", [64, 128])
+@pytest.mark.parametrize("feature", ["softmax", "elu"])
+def test_gpu_fused_linear_branch(block, feature):
+    b, h, n, d = 1, 2, 4000, 128
+    q, k, v = qkv(b, h, n, d, torch.bfloat16, device="cuda")
+    compare_fused_linear_branch(q, k, v, random_block_mask(b, h, math.ceil(n / block), 0.1).cuda(), block, feature,
+                                2e-2)
