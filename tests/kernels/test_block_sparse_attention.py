@@ -104,6 +104,19 @@ def test_pooled_columns_of_dropped_blocks(b, h, n, d, block):
 
 
 @interpreter_only
+def test_pooled_columns_with_text_padding_and_element_mask():
+    """The pooled columns are independent of the text padding mask and of an element mask inside kept blocks."""
+    b, h, n, d, block, text_len = 2, 2, 100, 32, 32, 12
+    q, k, v = qkv(b, h, n, d, torch.float16)
+    text = qkv(b, h, text_len, d, torch.float16, seed=3)[:2]
+    text_key_mask = torch.rand(b, text_len, generator=torch.Generator().manual_seed(4)) < 0.6
+    element_mask = ((torch.arange(n)[:, None] - torch.arange(n)[None, :]).abs() <= 40)[None, None]
+    mask = random_block_mask(b, h, math.ceil(n / block), 0.4, empty_rows=1)
+    compare_with_reference(q, k, v, mask, block, text=text, text_key_mask=text_key_mask, element_mask=element_mask,
+                           estimate_dropped=True)
+
+
+@interpreter_only
 def test_shared_table_broadcast_and_strided_inputs():
     b, h, n, d, block = 2, 3, 96, 32, 32
     # (B, N, H, D) storage viewed as (B, H, N, D), as the attention processors hand it over.
