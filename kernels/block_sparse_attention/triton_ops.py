@@ -265,13 +265,14 @@ def launch_backward(
         HAS_TEXT_MASK=text is not None and text.key_mask is not None, HAS_POOLED=pooled is not None, **common,
     )
 
-    no_pooled = (placeholder, placeholder.new_empty((1, 1, 1, 1)), 0, 0, 0)
+    # The dK/dV kernel's (PoolBias, Dropped) pointers and Dropped's three strides, for its non-pooled launches.
+    unused_pool_args, unused_pool_strides = (placeholder, placeholder.new_empty((1, 1, 1, 1))), (0, 0, 0)
     q_indices, q_counts = transpose_index_table(kv_indices, kv_counts, n_blocks)
     block_sparse_dkdv_kernel[(n_blocks, b * h)](
-        q, k, v, grad_out, lse, delta, dk, dv, q_indices, q_counts, placeholder, em, full, coords, *no_pooled[:2],
+        q, k, v, grad_out, lse, delta, dk, dv, q_indices, q_counts, placeholder, em, full, coords, *unused_pool_args,
         *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
         *_broadcast_strides(q_indices, 3), *_broadcast_strides(q_counts, 3), 0,
-        *_broadcast_strides(em, 3), *_broadcast_strides(full, 3), *no_pooled[2:],
+        *_broadcast_strides(em, 3), *_broadcast_strides(full, 3), *unused_pool_strides,
         h, n, n, scale * LOG2E, scale, win_r2, win_t, HAS_KEY_MASK=False, POOLED=False, **common,
     )
 
@@ -285,10 +286,10 @@ def launch_backward(
         d_text_v = torch.empty((b, h, text_len, d), dtype=text.v.dtype, device=q.device)
         block_sparse_dkdv_kernel[(triton.cdiv(text_len, block_size), b * h)](
             q, text_k, text_v, grad_out, lse, delta, d_text_k, d_text_v, all_q_blocks, all_count, text_mask,
-            em, full, coords, *no_pooled[:2],
+            em, full, coords, *unused_pool_args,
             *_bhn_strides(q), *_bhn_strides(text_k), *_bhn_strides(text_v),
             0, 0, 0, 0, 0, 0, text_mask.stride(0) if text_mask.dim() == 2 else 0,
-            0, 0, 0, 0, 0, 0, *no_pooled[2:],
+            0, 0, 0, 0, 0, 0, *unused_pool_strides,
             h, n, text_len, scale * LOG2E, scale, 0, 0,
             HAS_KEY_MASK=text.key_mask is not None, POOLED=False, **extra_columns,
         )
