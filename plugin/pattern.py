@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .kernels.block_sparse_attention.pooled import block_token_counts
 from .kernels.block_sparse_attention.window import LocalWindowMask
+from .kernels.token_permutation import inverse_permutation
 
 
 @dataclass
@@ -40,6 +42,8 @@ class BlockPattern:
     # density_per_head() of this pattern, computed once: the runtime records it on every attention call, and a
     # cached pattern serves many calls (with an element mask at 720p the count is gigabytes of work).
     _density: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    # inverse of token_order, computed once: every attention call with this pattern restores its output order.
+    _inverse_order: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.block_mask.dtype != torch.bool or self.block_mask.dim() != 4:
@@ -54,6 +58,12 @@ class BlockPattern:
     @property
     def num_blocks(self) -> int:
         return self.block_mask.shape[-1]
+
+    def inverse_token_order(self) -> torch.Tensor | None:
+        """The permutation that puts reordered tokens back in raster order (None without a token order)."""
+        if self.token_order is not None and self._inverse_order is None:
+            self._inverse_order = inverse_permutation(self.token_order)
+        return self._inverse_order
 
     def density(self) -> float:
         """Fraction of visual query-key pairs computed, counting the short last block by its real size."""
@@ -128,8 +138,5 @@ def num_blocks(num_tokens: int, block_size: int) -> int:
 
 
 def block_sizes(num_tokens: int, block_size: int, device=None) -> torch.Tensor:
-    """Number of real tokens in each block (the last one may be short)."""
-    n = num_blocks(num_tokens, block_size)
-    # Computed on the device: writing the last size in from the host would wait for the GPU's queue.
-    starts = torch.arange(n, dtype=torch.int64, device=device) * block_size
-    return (num_tokens - starts).clamp(max=block_size)
+    """Number of real tokens in each block (the last one may be short), int64 on `device`."""
+    return block_token_counts(num_tokens, block_size, device, torch.int64)

@@ -40,9 +40,20 @@ def mean_pool_torch(x: torch.Tensor, block_size: int) -> torch.Tensor:
     return sums / block_token_counts(n, block_size, x.device)[:, None]
 
 
-def block_token_counts(num_tokens: int, block_size: int, device) -> torch.Tensor:
-    """(nK,) float32 tokens per block (the last block may be short), built on the device without a host write."""
-    starts = torch.arange(math.ceil(num_tokens / block_size), device=device, dtype=torch.float32) * block_size
+def mean_pool_blocks(x: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Block means as `mean_pool_torch`, through the Triton pooling kernel on CUDA (not differentiable there)."""
+    if x.is_cuda:
+        # Imported here: block_sparse_planning imports this module.
+        from ..block_sparse_planning.triton_pooling import mean_pool_triton
+
+        return mean_pool_triton(x, block_size)
+    return mean_pool_torch(x, block_size)
+
+
+def block_token_counts(num_tokens: int, block_size: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(nK,) tokens per block (the last block may be short), built on the device: writing the last size in
+    from the host would wait for the GPU's queue."""
+    starts = torch.arange(math.ceil(num_tokens / block_size), device=device, dtype=dtype) * block_size
     return (num_tokens - starts).clamp(max=block_size)
 
 
@@ -51,7 +62,7 @@ def pooled_columns(k: torch.Tensor, v: torch.Tensor, kept_block_mask: torch.Tens
     """The pooled columns of (B, H, N, D) keys/values for a (B|1, H|1, nQ, nK) kept-block mask, in float32.
 
     `pool` maps (B, H, N, D) to (B, H, nK, D) float32 block means (the reference passes the differentiable
-    torch pooling; the Triton path may pass the pooling kernel)."""
+    torch pooling; the Triton path passes `mean_pool_blocks`)."""
     n = k.shape[2]
     log_weight = block_token_counts(n, block_size, k.device).log()
     return PooledColumns(pool(k, block_size), pool(v, block_size), log_weight, ~kept_block_mask)

@@ -265,15 +265,19 @@ def _text_tile(q, tk_base, tv_base, s_tkn, s_tvn, text_mask_row, offs_t, offs_d,
 
 
 @triton.jit
-def _pooled_tile(q, pk_base, pv_base, s_pkn, s_pvn, bias_ptr, dropped_row, offs_p, offs_d, d_ok, num_kv_blocks):
-    """Raw scores of the query tile against pooled columns `offs_p` (block means, plus their log n_j / scale
-    bias; -inf for blocks this query block keeps and past the last block), with the means' keys and values."""
+def _pooled_tile(q, PoolK, PoolV, PoolBias, Dropped, b, h, q_block, s_pkb, s_pkh, s_pkn, s_pvb, s_pvh, s_pvn, s_db,
+                 s_dh, s_dq, p_start, offs_d, d_ok, num_kv_blocks, SUB: tl.constexpr):
+    """Raw scores of query block `q_block`'s tile against the SUB pooled columns from `p_start` (block means,
+    plus their log n_j / scale bias; -inf for blocks this query block keeps and past the last block), with
+    the means' keys and values."""
+    offs_p = p_start + tl.arange(0, SUB)
     p_ok = offs_p < num_kv_blocks
-    p_ok = p_ok & (tl.load(dropped_row + offs_p, mask=p_ok, other=0) != 0)
+    dropped = tl.load(Dropped + b * s_db + h * s_dh + q_block * s_dq + offs_p, mask=p_ok, other=0)
+    p_ok = p_ok & (dropped != 0)
     tile_ok = p_ok[:, None] & d_ok[None, :]
-    k = tl.load(pk_base + offs_p[:, None] * s_pkn + offs_d[None, :], mask=tile_ok, other=0.0)
-    v = tl.load(pv_base + offs_p[:, None] * s_pvn + offs_d[None, :], mask=tile_ok, other=0.0)
-    bias = tl.load(bias_ptr + offs_p, mask=p_ok, other=0.0)
+    k = tl.load(PoolK + b * s_pkb + h * s_pkh + offs_p[:, None] * s_pkn + offs_d[None, :], mask=tile_ok, other=0.0)
+    v = tl.load(PoolV + b * s_pvb + h * s_pvh + offs_p[:, None] * s_pvn + offs_d[None, :], mask=tile_ok, other=0.0)
+    bias = tl.load(PoolBias + offs_p, mask=p_ok, other=0.0)
     s = tl.dot(q, tl.trans(k)) + bias[None, :]
     return tl.where(p_ok[None, :], s, float("-inf")), k, v
 
@@ -369,12 +373,9 @@ def block_sparse_forward_kernel(
             m_i, l_i, acc = _softmax_update(qk, m_i, l_i, acc, v, qk_scale_log2, True)
 
     if HAS_POOLED:
-        pk_base = PoolK + b * s_pkb + h * s_pkh
-        pv_base = PoolV + b * s_pvb + h * s_pvh
-        dropped_row = Dropped + b * s_db + h * s_dh + q_block * s_dq
         for p_start in range(0, num_kv_blocks, SUB):
-            qk, k, v = _pooled_tile(q, pk_base, pv_base, s_pkn, s_pvn, PoolBias, dropped_row, p_start + tl.arange(0, SUB),
-                                    offs_d, d_ok, num_kv_blocks)
+            qk, k, v = _pooled_tile(q, PoolK, PoolV, PoolBias, Dropped, b, h, q_block, s_pkb, s_pkh, s_pkn, s_pvb, s_pvh,
+                                    s_pvn, s_db, s_dh, s_dq, p_start, offs_d, d_ok, num_kv_blocks, SUB)
             m_i, l_i, acc = _softmax_update(qk, m_i, l_i, acc, v, qk_scale_log2, True)
 
     empty = l_i == 0.0
@@ -448,12 +449,9 @@ def block_sparse_dq_kernel(
             dq = _dq_step(s, k, v, do, lse, delta, dq)
 
     if HAS_POOLED:
-        pk_base = PoolK + b * s_pkb + h * s_pkh
-        pv_base = PoolV + b * s_pvb + h * s_pvh
-        dropped_row = Dropped + b * s_db + h * s_dh + q_block * s_dq
         for p_start in range(0, num_kv_blocks, SUB):
-            s, k, v = _pooled_tile(q, pk_base, pv_base, s_pkn, s_pvn, PoolBias, dropped_row, p_start + tl.arange(0, SUB),
-                                   offs_d, d_ok, num_kv_blocks)
+            s, k, v = _pooled_tile(q, PoolK, PoolV, PoolBias, Dropped, b, h, q_block, s_pkb, s_pkh, s_pkn, s_pvb, s_pvh,
+                                   s_pvn, s_db, s_dh, s_dq, p_start, offs_d, d_ok, num_kv_blocks, SUB)
             dq = _dq_step(s * qk_scale_log2, k, v, do, lse, delta, dq)
 
     tl.store(DQ + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),

@@ -20,8 +20,7 @@ from .triton_attention import (
     forward_config_allowed,
     interpreting,
 )
-from ..block_sparse_planning.triton_pooling import mean_pool_triton
-from .pooled import PooledColumns, block_token_counts, mean_pool_torch, pooled_columns
+from .pooled import PooledColumns, block_token_counts, mean_pool_blocks, pooled_columns
 from .window import LocalWindowMask
 
 
@@ -159,14 +158,15 @@ def launch_forward(
     text: TextKeys | None,
     element_mask: ElementMask | LocalWindowMask | None,
     config: dict | None = None,
-    pooled: PooledColumns | None = None,
+    pooled: KernelPooledColumns | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32.
 
     `config` (keys SUB, num_warps, num_stages and optionally USE_TMA, WARP_SPEC) bypasses the autotuner and
     runs that one variant (benchmarks/bench_kernel_variants.py sweeps them); ValueError if it cannot run on
     these inputs. Without it the autotuner picks among the candidates `triton_attention` lists. `pooled`: the
-    pooled columns of the dropped blocks (pooled.py), attended after the kept blocks and the text."""
+    pooled columns of the dropped blocks (pooled.py) in the kernels' form, attended after the kept blocks and
+    the text (its bias assumes `scale` > 0, which `block_sparse_attention` checks)."""
     b, h, n, d = q.shape
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
     # The kernel takes the row max on unscaled scores, which needs a positive scale: fold a sign into q.
@@ -180,8 +180,7 @@ def launch_forward(
     out = torch.empty((b, h, n, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
     placeholder = lse  # any tensor: pointers of disabled branches are never dereferenced
-    kernel_pooled = KernelPooledColumns.from_columns(pooled, q.dtype, scale) if pooled is not None else None
-    pool_tensors, pool_strides, num_kv_blocks = _pooled_args(kernel_pooled, placeholder)
+    pool_tensors, pool_strides, num_kv_blocks = _pooled_args(pooled, placeholder)
     text_k = _last_dim_contiguous(text.k) if text is not None else placeholder.new_empty((1, 1, 1, 1))
     text_v = _last_dim_contiguous(text.v) if text is not None else text_k
     text_mask = text.key_mask if text is not None and text.key_mask is not None else placeholder
@@ -225,7 +224,7 @@ def launch_backward(
     q, k, v, out, lse, grad_out, grad_lse,
     kv_indices, kv_counts, block_size: int, scale: float,
     text: TextKeys | None, element_mask: ElementMask | LocalWindowMask | None,
-    pooled: PooledColumns | None = None,
+    pooled: KernelPooledColumns | None = None,
 ):
     """Returns dq, dk, dv, d_text_k, d_text_v, d_pooled_k, d_pooled_v (the text gradients are None without
     text, the pooled ones (B, H, nK, D) float32 without pooled columns)."""
@@ -250,8 +249,7 @@ def launch_backward(
     text_len = text.k.shape[2] if text is not None else 0
     em, full, coords, win_r2, win_t, emask_kind = _element_mask_args(element_mask, placeholder, block_size)
     common = {"BLOCK": block_size, "HEAD_DIM": d, "BLOCK_D": _head_block(d), "EMASK_KIND": emask_kind}
-    kernel_pooled = KernelPooledColumns.from_columns(pooled, q.dtype, scale) if pooled is not None else None
-    pool_tensors, pool_strides, num_kv_blocks = _pooled_args(kernel_pooled, placeholder)
+    pool_tensors, pool_strides, num_kv_blocks = _pooled_args(pooled, placeholder)
 
     block_sparse_dq_kernel[(n_blocks, b * h)](
         q, k, v, grad_out, lse, delta, dq, kv_indices, kv_counts,
@@ -294,15 +292,15 @@ def launch_backward(
             HAS_KEY_MASK=text.key_mask is not None, POOLED=False, **extra_columns,
         )
     d_pooled_k = d_pooled_v = None
-    if kernel_pooled is not None:
+    if pooled is not None:
         d_pooled_k = torch.empty((b, h, num_kv_blocks, d), dtype=torch.float32, device=q.device)
         d_pooled_v = torch.empty_like(d_pooled_k)
         block_sparse_dkdv_kernel[(triton.cdiv(num_kv_blocks, block_size), b * h)](
-            q, kernel_pooled.k, kernel_pooled.v, grad_out, lse, delta, d_pooled_k, d_pooled_v, all_q_blocks,
-            all_count, placeholder, em, full, coords, kernel_pooled.bias, kernel_pooled.dropped,
-            *_bhn_strides(q), *_bhn_strides(kernel_pooled.k), *_bhn_strides(kernel_pooled.v),
+            q, pooled.k, pooled.v, grad_out, lse, delta, d_pooled_k, d_pooled_v, all_q_blocks,
+            all_count, placeholder, em, full, coords, pooled.bias, pooled.dropped,
+            *_bhn_strides(q), *_bhn_strides(pooled.k), *_bhn_strides(pooled.v),
             0, 0, 0, 0, 0, 0, 0,
-            0, 0, 0, 0, 0, 0, *_broadcast_strides(kernel_pooled.dropped, 3),
+            0, 0, 0, 0, 0, 0, *_broadcast_strides(pooled.dropped, 3),
             h, n, num_kv_blocks, scale * LOG2E, scale, 0, 0,
             HAS_KEY_MASK=False, POOLED=True, **extra_columns,
         )
@@ -329,7 +327,8 @@ class BlockSparseAttentionFunction(torch.autograd.Function):
         pooled = None
         if estimate_dropped:
             kept = index_table_to_block_mask(kv_indices, kv_counts, triton.cdiv(q.shape[2], block_size))
-            pooled = pooled_columns(k, v, kept, block_size, pool=mean_pool_triton if q.is_cuda else mean_pool_torch)
+            columns = pooled_columns(k, v, kept, block_size, pool=mean_pool_blocks)
+            pooled = KernelPooledColumns.from_columns(columns, q.dtype, scale)  # shared with the backward
         out, lse = launch_forward(q, k, v, kv_indices, kv_counts, block_size, scale, text, emask, pooled=pooled)
         ctx.save_for_backward(q, k, v, text_k, text_v, kv_indices, kv_counts, text_key_mask, out, lse)
         ctx.element_mask, ctx.pooled = emask, pooled

@@ -24,7 +24,8 @@ from ..context import AttentionCall
 from ..pattern import BlockPattern
 from ..validation import check_int
 from swiftdit.kernels.block_sparse_attention import LocalWindowMask, block_sparse_attention
-from .blocking import reorder_tokens, restore_token_order
+from swiftdit.kernels.token_permutation import permute_tokens
+from .blocking import reorder_tokens
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,10 @@ def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern, *,
         text_k=inputs.text_k, text_v=inputs.text_v, text_key_mask=inputs.text_key_mask,
         element_mask=element_mask, scale=inputs.scale, return_lse=return_lse, estimate_dropped=estimate_dropped,
     )
-    out = restore_token_order(out, order)
-    lse = None if lse is None else restore_token_order(lse, order)
+    if order is not None:
+        inverse = pattern.inverse_token_order()
+        out = permute_tokens(out, inverse)
+        lse = None if lse is None else permute_tokens(lse, inverse)
     return out, lse
 
 

@@ -13,7 +13,6 @@ from typing import Literal
 
 import torch
 
-from swiftdit.kernels.block_sparse_planning import mean_pool_torch
 from swiftdit.kernels.token_permutation import inverse_permutation, permute_tokens
 
 from ..pattern import num_blocks
@@ -148,15 +147,6 @@ def mean_pool_segments(x: torch.Tensor, segment_ids: torch.Tensor, num_segments:
     sums.index_add_(2, segment_ids, x.float())
     counts = torch.bincount(segment_ids, minlength=num_segments).clamp_min(1).to(torch.float32)
     return sums / counts[:, None]
-
-
-def mean_pool_blocks(x: torch.Tensor, block_size: int) -> torch.Tensor:
-    """(B, H, N, D) -> (B, H, ceil(N/block_size), D) float32 block means (Triton on CUDA, the last block by its size)."""
-    if x.is_cuda:
-        from swiftdit.kernels.block_sparse_planning.triton_pooling import mean_pool_triton
-
-        return mean_pool_triton(x, block_size)
-    return mean_pool_torch(x, block_size)
 
 
 # ----------------------------------------------------------------------------------------------- structure

@@ -52,8 +52,9 @@ import torch
 from ..context import AttentionCall
 from ..pattern import BlockPattern, block_sizes
 from ..validation import check_choice, check_float
+from swiftdit.kernels.block_sparse_attention.pooled import mean_pool_blocks
 from .base import VisualAttentionInputs, attend_with_pattern
-from .blocking import Reorder, block_ids, mean_pool_blocks, reorder_tokens, restore_token_order
+from .blocking import Reorder, block_ids, reorder_tokens, restore_token_order
 from .registry import register_method
 from .sparse import SparseAttention, SparseConfig
 
