@@ -79,6 +79,22 @@ class Setting:
         return f"{self.method}/{self.name}"
 
 
+def custom_settings(custom: list[list[str]] | None, dense_steps: int) -> list[Setting]:
+    """--custom METHOD NAME JSON entries: any options of a method, e.g. to compare refresh intervals."""
+    result = []
+    for method, name, text in custom or []:
+        if method not in AGGRESSIVE:
+            raise SystemExit(f"--custom: unknown method {method!r}; choose from {list(METHODS)}")
+        try:
+            options = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"--custom {method} {name}: options must be a JSON object ({error})") from None
+        if not isinstance(options, dict):
+            raise SystemExit(f"--custom {method} {name}: options must be a JSON object, got {text!r}")
+        result.append(Setting(method, name, {"dense_steps": dense_steps, **options}))
+    return result
+
+
 def settings(methods, dense_steps: int, names=SETTING_NAMES) -> list[Setting]:
     """The settings to measure, per method in `names` order; "low-density" only for the methods that have one."""
     for name in names:
@@ -154,6 +170,21 @@ def per_video_density(session, batch_size: int) -> list[float | None]:
     return [float(value) for value in per_call.mean(0)]
 
 
+def per_video_attention_work(session, batch_size: int, num_steps: int) -> list[float]:
+    """Attention pairs each video computed over the whole call, as a share of dense attention at every step.
+
+    A step with no call recorded ran dense (warm-up); a recorded step counts the mean density of its calls,
+    which is above the pattern's where the method computed more (Re-ttention's refresh steps count 1).
+    """
+    per_step: dict[int, list[torch.Tensor]] = {}
+    for record in session.stats.per_head():
+        per_step.setdefault(record["step"], []).append(record["density"].float().mean(-1).expand(batch_size))
+    work = torch.full((batch_size,), float(num_steps - len(per_step)))
+    for densities in per_step.values():
+        work += torch.stack(densities).mean(0)
+    return [float(value) / num_steps for value in work]
+
+
 def batches(items: list, size: int) -> list[list]:
     return [items[start:start + size] for start in range(0, len(items), size)]
 
@@ -189,7 +220,8 @@ def run(args) -> dict:
         for request, generation in zip(batch, generate_batch(pipe, batch)):
             dense[(request.prompt, request.seed)] = (generation.frames, adherence(generation.frames, request.prompt))
     records, summaries = [], []
-    for setting in settings(args.methods, args.dense_steps, args.settings):
+    chosen = settings(args.methods, args.dense_steps, args.settings) + custom_settings(args.custom, args.dense_steps)
+    for setting in chosen:
         setting_records = []
         for batch_index, batch in enumerate(request_batches):
             swiftdit.enable_efficient_attention(pipe, setting.method, **setting.options)
@@ -198,15 +230,17 @@ def run(args) -> dict:
                 probe.attach(pipe)
             try:
                 generations = generate_batch(pipe, batch)
-                densities = per_video_density(swiftdit.attention_session(pipe), len(batch))
+                session = swiftdit.attention_session(pipe)
+                densities = per_video_density(session, len(batch))
+                works = per_video_attention_work(session, len(batch), args.steps)
             finally:
                 swiftdit.disable_efficient_attention(pipe)
-            for index, (request, generation, density) in enumerate(zip(batch, generations, densities)):
+            for index, (request, generation, density, work) in enumerate(zip(batch, generations, densities, works)):
                 frames = generation.frames
                 reference, _ = dense[(request.prompt, request.seed)]
                 record = {"method": setting.method, "setting": setting.name, "options": setting.options,
                           "prompt": request.prompt, "seed": request.seed, "psnr": psnr(reference, frames),
-                          "ssim": ssim(reference, frames), "density": density,
+                          "ssim": ssim(reference, frames), "density": density, "attention_work": work,
                           "adherence": adherence(frames, request.prompt)}
                 if probe is not None and index == probe.sample:
                     record["attention_relative_error"] = probe.per_layer()
@@ -247,6 +281,7 @@ def summarize(setting: Setting, records: list[dict]) -> dict:
         "ssim_mean": float(np.mean([r["ssim"] for r in records])),
         "ssim_worst": min(r["ssim"] for r in records),
         "density": float(np.mean(densities)) if densities else None,
+        "attention_work": float(np.mean([r["attention_work"] for r in records])),
         "adherence": adherence_rate([r["adherence"] for r in records]),
         "attention_relative_error_mean": float(np.mean(list(errors.values()))) if errors else None,
         "attention_relative_error_per_layer": errors,
@@ -276,14 +311,15 @@ def markdown_table(result: dict) -> str:
         f"guidance {config['guidance']}, {config['dtype']}. Dense adherence: colour {dense['color']:.0%}, shape {dense['shape']:.0%}, "
         f"direction {dense['direction']:.0%}.",
         "",
-        "| method | setting | density (sparse steps) | PSNR mean / worst (dB) | SSIM mean / worst | adherence colour / shape / direction | attention rel. error (mean over layers) |",
-        "|---|---|---|---|---|---|---|",
+        "| method | setting | density (sparse steps) | attention work vs dense (all steps) | PSNR mean / worst (dB) | SSIM mean / worst | adherence colour / shape / direction | attention rel. error (mean over layers) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in result["summaries"]:
         density = "-" if s["density"] is None else f"{s['density']:.3f}"
         error = "-" if s["attention_relative_error_mean"] is None else f"{s['attention_relative_error_mean']:.4f}"
         a = s["adherence"]
-        lines.append(f"| {s['method']} | {s['setting']} `{s['options']}` | {density} | {s['psnr_mean']:.2f} / "
+        lines.append(f"| {s['method']} | {s['setting']} `{s['options']}` | {density} | {s['attention_work']:.3f} | "
+                     f"{s['psnr_mean']:.2f} / "
                      f"{s['psnr_worst']:.2f} | {s['ssim_mean']:.4f} / {s['ssim_worst']:.4f} | "
                      f"{a['color']:.0%} / {a['shape']:.0%} / {a['direction']:.0%} | {error} |")
     return "\n".join(lines)
@@ -294,11 +330,12 @@ def write_outputs(result: dict, out: Path) -> None:
     (out / "quality.json").write_text(json.dumps(result, indent=1, default=str))
     with open(out / "quality.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "setting", "options", "videos", "density", "psnr_mean", "psnr_worst", "ssim_mean",
+        writer.writerow(["method", "setting", "options", "videos", "density", "attention_work", "psnr_mean", "psnr_worst", "ssim_mean",
                          "ssim_worst", "adherence_color", "adherence_shape", "adherence_direction",
                          "attention_relative_error_mean"])
         for s in result["summaries"]:
             writer.writerow([s["method"], s["setting"], json.dumps(s["options"]), s["videos"], s["density"],
+                             s["attention_work"],
                              s["psnr_mean"], s["psnr_worst"], s["ssim_mean"], s["ssim_worst"],
                              s["adherence"]["color"], s["adherence"]["shape"], s["adherence"]["direction"],
                              s["attention_relative_error_mean"]])
@@ -335,6 +372,8 @@ def parse_args(argv=None):
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--settings", nargs="+", default=list(SETTING_NAMES), choices=list(SETTING_NAMES),
                         help="settings per method (default: all; low-density exists for sparse and rectified)")
+    parser.add_argument("--custom", nargs=3, action="append", metavar=("METHOD", "NAME", "JSON"),
+                        help="also measure METHOD with the options in JSON under the setting name NAME (repeatable)")
     parser.add_argument("--prompts", type=int, default=48)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, default=30)

@@ -396,7 +396,7 @@ class EfficientAttentionSession:
         if query_start:
             pattern, density = only_query_rows(pattern, query_start)
         else:
-            density = pattern.density_per_head()
+            density = self.method.computed_density(pattern)
         self.stats.record(call, density)
         inputs = VisualAttentionInputs(
             q_vis, k_vis, v_vis, default_scale(head_dim, scale),

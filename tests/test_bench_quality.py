@@ -52,6 +52,31 @@ def test_dropping_blocks_shows_as_density_and_attention_error(quick_result):
     assert radial["attention_relative_error_mean"] < 1e-5
 
 
+def test_attention_work_counts_dense_steps_at_one(quick_result):
+    result, _ = quick_result
+    steps, dense_steps = result["config"]["steps"], result["config"]["dense_steps"]
+    for summary in result["summaries"]:  # every sparse step makes the same number of calls
+        expected = (dense_steps + (steps - dense_steps) * summary["density"]) / steps
+        assert summary["attention_work"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_custom_setting_and_a_refresh_step_counted_as_dense(bench_quality, tmp_path):
+    options = {"rectify": "history", "refresh_every": 2, "block_size": 64, "density": 0.25, "mass": 0.0,
+               "neighbours": False, "first_frame_sink": False}
+    result = bench_quality.main(["--quick", "--prompts", "1", "--methods", "sparse", "--settings", "low-density",
+                                 "--custom", "rectified", "history", json.dumps(options), "--out", str(tmp_path)])
+    sparse, history = result["summaries"]
+    assert (history["method"], history["setting"]) == ("rectified", "history")
+    assert history["options"] == {"dense_steps": 1, **options}
+    # Steps 1 (the refresh: every pair) and 2 (the pattern), after one dense step.
+    assert history["density"] > 0.5 > sparse["density"]
+    assert history["attention_work"] == pytest.approx((1 + 2 * history["density"]) / 3, rel=1e-6)
+    with pytest.raises(SystemExit, match="--custom rectified history: options must be a JSON object"):
+        bench_quality.main(["--quick", "--custom", "rectified", "history", "[1]", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--custom: unknown method 'fast'"):
+        bench_quality.main(["--quick", "--custom", "fast", "x", "{}", "--out", str(tmp_path)])
+
+
 def test_benchmarks_table_is_replaced_between_markers(bench_quality, quick_result, tmp_path):
     result, _ = quick_result
     path = tmp_path / "BENCHMARKS.md"

@@ -122,6 +122,12 @@ class AttentionMethod:
         are not per-call state and survive a reset.
         """
 
+    def computed_density(self, pattern: BlockPattern) -> torch.Tensor:
+        """Share of the visual query-key pairs that `attend` will compute with this pattern, per (batch, head),
+        which the runtime records for every call. The pattern's density, unless the method computes more
+        (Re-ttention's refresh steps compute every pair)."""
+        return pattern.density_per_head()
+
     def attend(self, inputs: VisualAttentionInputs, pattern: BlockPattern, call: AttentionCall) -> torch.Tensor:
         """Block-sparse attention with the pattern (tokens reordered first if the pattern says so)."""
         return attend_with_pattern(inputs, pattern, return_lse=False)[0]

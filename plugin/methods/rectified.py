@@ -26,9 +26,18 @@ rectify="pooled", pooled_estimate="token" (default): the same idea per query tok
     further from dense than plain sparse attention; the token version keeps the exact part exact and adds
     a (conservative, by the same inequality) estimate of the rest, so it is never pulled far from sparse.
 rectify="history": Re-ttention (Chen et al., NeurIPS 2025; cccrrrccc/Re-ttention). At each refresh step
-    (every `refresh_every` steps, when the runtime re-plans) the call runs dense and caches per row the
-    in-pattern share of softmax mass r_i = exp(lse_pattern - lse_full) and the residual
+    (every `refresh_every` steps, when the runtime re-plans) the call computes every pair and caches per row
+    the in-pattern share of softmax mass r_i = exp(lse_pattern - lse_full) and the residual
     delta = O_full - r_i O_sparse; the sparse steps in between return r_i O_sparse + delta.
+    A refresh runs the pattern and its complement (the dropped blocks, no text) as two kernel calls and
+    merges them by their LSEs, so it costs one dense attention, not a dense one plus a sparse one; the
+    runtime records it at density 1.
+rectify="calibrated": the pooled estimate, corrected by its own error measured at the last refresh step.
+    A refresh computes the exact output (as "history" does) and the pooled output, and caches per token
+    their difference e = O_full - O_pooled; the sparse steps in between return O_pooled + e. Re-ttention
+    assumes the dropped blocks' whole contribution (and the kept share) stays as it was at the refresh;
+    this assumes only the pooled estimate's error does, while the estimate itself follows each step's
+    Q, K, V. A refresh computes every pair plus the pattern's pairs once more (density 1 + d).
 
 Differences from the released code, where its users found faults:
 - the block selection is `sparse`'s plan with the authors' defaults (128-token blocks, Hilbert order,
@@ -44,6 +53,7 @@ Differences from the released code, where its users found faults:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,7 +68,9 @@ from .blocking import Reorder, block_ids, reorder_tokens, restore_token_order
 from .registry import register_method
 from .sparse import SparseAttention, SparseConfig
 
-Rectify = Literal["pooled", "history"]
+Rectify = Literal["pooled", "history", "calibrated"]
+# The modes that run dense at each refresh step and keep what they measured until the next one.
+REFRESHING_MODES = ("history", "calibrated")
 PooledEstimate = Literal["token", "block"]
 
 
@@ -68,10 +80,11 @@ class RectifiedConfig(SparseConfig):
 
     block_size: default 128. density: default 0.25 (the authors' drop rate 0.75 for Wan). mass: default
         0.3. reorder: default "hilbert".
-    rectify: "pooled" (Rectified SpaAttn, default) or "history" (Re-ttention). "history" runs each
-        refresh step dense, so it needs refresh_every >= 2 (Re-ttention used 5).
-    pooled_estimate: with rectify="pooled", "token" (exact kept mass per token, default) or "block"
-        (Rectified SpaAttn's pooled R_i with IPAR and GAPR, as published).
+    rectify: "pooled" (Rectified SpaAttn, default), "history" (Re-ttention) or "calibrated" (the pooled
+        estimate plus its error at the last refresh). "history" and "calibrated" compute every pair at each
+        refresh step, so they need refresh_every >= 2 (Re-ttention used 5).
+    pooled_estimate: with rectify="pooled" or "calibrated", "token" (exact kept mass per token, default) or
+        "block" (Rectified SpaAttn's pooled R_i with IPAR and GAPR, as published).
     ratio_drift: added to Re-ttention's cached ratios per sparse step since the refresh (its code used
         0.04), in [0, 1]. Default 0.
     """
@@ -86,13 +99,13 @@ class RectifiedConfig(SparseConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("RectifiedConfig", "rectify", self.rectify, ("pooled", "history"))
+        check_choice("RectifiedConfig", "rectify", self.rectify, ("pooled", *REFRESHING_MODES))
         check_choice("RectifiedConfig", "pooled_estimate", self.pooled_estimate, ("token", "block"))
         check_float("RectifiedConfig", "ratio_drift", self.ratio_drift, minimum=0.0, maximum=1.0)
-        if self.rectify == "history" and self.refresh_every < 2:
+        if self.rectify in REFRESHING_MODES and self.refresh_every < 2:
             raise ValueError(
-                "RectifiedConfig: option 'refresh_every' must be >= 2 with rectify='history' (every refresh step "
-                f"runs dense attention to measure the history), got {self.refresh_every!r}"
+                f"RectifiedConfig: option 'refresh_every' must be >= 2 with rectify={self.rectify!r} (every refresh "
+                f"step computes every pair to measure the history), got {self.refresh_every!r}"
             )
 
 
@@ -135,18 +148,23 @@ def block_rectification(inputs: VisualAttentionInputs, pattern: BlockPattern, ou
     return (kept_share[..., None] * out_sparse.float() + recovered).to(out_sparse.dtype)
 
 
-def all_blocks_like(pattern: BlockPattern) -> BlockPattern:
-    """The dense pattern over the same tokens (for Re-ttention's refresh steps)."""
-    ones = torch.ones(1, 1, pattern.num_blocks, pattern.num_blocks, dtype=torch.bool, device=pattern.block_mask.device)
-    return BlockPattern(ones, pattern.block_size, pattern.num_tokens)
+def dropped_blocks_of(pattern: BlockPattern) -> BlockPattern:
+    """The pattern of the blocks `pattern` drops, in its token order (Re-ttention's refresh steps)."""
+    if pattern.element_mask is not None:
+        raise ValueError("dropped_blocks_of: a pattern with an element mask has no block complement")
+    return BlockPattern(~pattern.block_mask, pattern.block_size, pattern.num_tokens, token_order=pattern.token_order)
+
+
+def without_text(inputs: VisualAttentionInputs) -> VisualAttentionInputs:
+    return dataclasses.replace(inputs, text_k=None, text_v=None, text_key_mask=None)
 
 
 @register_method
 class RectifiedAttention(SparseAttention):
     name = "rectified"
     Config = RectifiedConfig
-    summary = ("Sparse attention with the dropped softmax mass restored: pooled estimate (Rectified SpaAttn) or "
-               "cached history (Re-ttention).")
+    summary = ("Sparse attention with the dropped softmax mass restored: pooled estimate (Rectified SpaAttn), "
+               "cached history (Re-ttention), or the pooled estimate calibrated at refresh steps.")
     paper = (
         "Rectified SpaAttn: Revisiting Attention Sparsity for Efficient Video Generation (Liu et al., 2025); "
         "Re-ttention: Ultra Sparse Visual Generation via Attention Statistical Reshape (Chen et al., NeurIPS 2025)"
@@ -155,6 +173,11 @@ class RectifiedAttention(SparseAttention):
     def attend(self, inputs: VisualAttentionInputs, pattern: BlockPattern, call: AttentionCall) -> torch.Tensor:
         if self.config.rectify == "history":
             return self._attend_with_history(inputs, pattern)
+        if self.config.rectify == "calibrated":
+            return self._attend_calibrated(inputs, pattern)
+        return self._pooled_output(inputs, pattern)
+
+    def _pooled_output(self, inputs: VisualAttentionInputs, pattern: BlockPattern) -> torch.Tensor:
         if inputs.visual_mask is not None:
             # A model-imposed token mask (diffusion forcing) cannot be honoured by a pooled estimate.
             return attend_with_pattern(inputs, pattern, return_lse=False)[0]
@@ -163,20 +186,57 @@ class RectifiedAttention(SparseAttention):
             return attend_with_pattern(inputs, pattern, return_lse=False, estimate_dropped=True)[0]
         return block_rectification(inputs, pattern, attend_with_pattern(inputs, pattern, return_lse=False)[0])
 
+    def computed_density(self, pattern: BlockPattern) -> torch.Tensor:
+        density = pattern.density_per_head()
+        if self.config.rectify == "history" and not _has_history(pattern):
+            return torch.ones_like(density)  # the refresh computes every pair
+        if self.config.rectify == "calibrated" and not _has_history(pattern):
+            return 1 + density  # every pair, and the pattern's pairs again for the pooled output
+        return density
+
     def _attend_with_history(self, inputs: VisualAttentionInputs, pattern: BlockPattern) -> torch.Tensor:
         """Re-ttention. The history travels in the pattern's extras: the runtime re-plans at each refresh
         step (every `refresh_every` steps, per denoiser, layer and CFG branch) and drops its patterns at
         the end of every pipeline call, so the history is measured exactly when a pattern is new, reused
         while the pattern is, never leaks into the next call, and counts in the pattern cache's memory."""
         out_sparse, lse_sparse = attend_with_pattern(inputs, pattern)
-        history = pattern.extras if pattern.extras is not None else {}
-        if "kept_share" not in history:
-            out_full, lse_full = attend_with_pattern(inputs, all_blocks_like(pattern))
-            kept_share = (lse_sparse - lse_full).exp()
-            residual = out_full.float() - kept_share[..., None] * out_sparse.float()
-            pattern.extras = {**history, "kept_share": kept_share, "residual": residual.to(out_full.dtype),
-                              "sparse_calls": 0}
+        if not _has_history(pattern):
+            kept_share, residual = dropped_part(inputs, pattern, lse_sparse)
+            out_full = (kept_share[..., None] * out_sparse.float() + residual).to(out_sparse.dtype)
+            remember(pattern, kept_share=kept_share, residual=residual.to(out_sparse.dtype), sparse_calls=0)
             return out_full
+        history = pattern.extras
         history["sparse_calls"] += 1
         ratio = (history["kept_share"] + self.config.ratio_drift * history["sparse_calls"]).clamp(max=1.0)
         return (ratio[..., None] * out_sparse.float() + history["residual"].float()).to(out_sparse.dtype)
+
+    def _attend_calibrated(self, inputs: VisualAttentionInputs, pattern: BlockPattern) -> torch.Tensor:
+        """The pooled output plus its error at the last refresh step (kept like Re-ttention's history)."""
+        out_pooled = self._pooled_output(inputs, pattern)
+        if _has_history(pattern):
+            return (out_pooled.float() + pattern.extras["estimate_error"].float()).to(out_pooled.dtype)
+        out_sparse, lse_sparse = attend_with_pattern(inputs, pattern)
+        kept_share, residual = dropped_part(inputs, pattern, lse_sparse)
+        out_full = (kept_share[..., None] * out_sparse.float() + residual).to(out_sparse.dtype)
+        estimate_error = (out_full.float() - out_pooled.float()).to(out_full.dtype)
+        remember(pattern, estimate_error=estimate_error)
+        return out_full
+
+
+def dropped_part(inputs: VisualAttentionInputs, pattern: BlockPattern,
+                 lse_sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept share r, float32 residual (1 - r) O_dropped) of every row, from one kernel call over the blocks
+    the pattern drops: the exact output is r O_sparse + residual."""
+    out_dropped, lse_dropped = attend_with_pattern(without_text(inputs), dropped_blocks_of(pattern))
+    # A row that drops nothing has an empty complement (LSE -inf): its kept share is 1, its residual 0.
+    kept_share = (lse_sparse - torch.logaddexp(lse_sparse, lse_dropped)).exp()
+    return kept_share, (1 - kept_share)[..., None] * out_dropped.float()
+
+
+def remember(pattern: BlockPattern, **history) -> None:
+    pattern.extras = {**(pattern.extras or {}), **history}
+
+
+def _has_history(pattern: BlockPattern) -> bool:
+    """Whether a refresh has measured this pattern's history (Re-ttention's residual or the estimate's error)."""
+    return pattern.extras is not None and not {"residual", "estimate_error"}.isdisjoint(pattern.extras)

@@ -21,7 +21,8 @@ INVALID = {
     "draft": [("pool_h", 0), ("pool_w", 2.0), ("pool_h * pool_w", dict(pool_h=3, pool_w=16)), ("sparsity", 1.0),
               ("sparsity", -0.5), ("keep_diagonal", 0)],
     "rectified": SELECTION_INVALID + [("rectify", "exact"), ("pooled_estimate", "pixel"), ("ratio_drift", -0.1),
-                                      ("refresh_every", dict(rectify="history", refresh_every=1))],
+                                      ("refresh_every", dict(rectify="history", refresh_every=1)),
+                                      ("refresh_every", dict(rectify="calibrated", refresh_every=1))],
     "clear": [("radius", 0), ("radius", 2.5), ("temporal_radius", -1), ("block_size", 100), ("reorder", "spiral")],
     "sla": SELECTION_INVALID + [("feature_map", "relu"), ("feature_map", "identity")],
 }

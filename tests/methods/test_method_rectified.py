@@ -55,7 +55,7 @@ def test_rectified_keeps_text_keys_exact_and_padding_ignored():
 
 
 def history_method(**options):
-    return build_method("rectified", dict(SELECTION, density=0.1, rectify="history", refresh_every=3, **options))
+    return build_method("rectified", {**SELECTION, "density": 0.1, "rectify": "history", "refresh_every": 3, **options})
 
 
 def test_history_refresh_step_is_dense_and_reuse_step_restores_it():
@@ -70,16 +70,48 @@ def test_history_refresh_step_is_dense_and_reuse_step_restores_it():
     torch.testing.assert_close(method.attend(inputs, pattern, call), reference, rtol=1e-5, atol=1e-5)
 
 
+def test_history_refresh_is_recorded_as_dense_and_reuse_at_the_pattern_density():
+    inputs = structured_inputs(GRID)
+    call = make_call(GRID)
+    method = history_method()
+    pattern = method.plan(inputs.q, inputs.k, call)
+    assert pattern.density() < 0.5
+    torch.testing.assert_close(method.computed_density(pattern), torch.ones_like(pattern.density_per_head()))
+    method.attend(inputs, pattern, call)
+    torch.testing.assert_close(method.computed_density(pattern), pattern.density_per_head())
+
+
+def slightly_changed(inputs: VisualAttentionInputs, amount: float = 0.05) -> VisualAttentionInputs:
+    gen = torch.Generator().manual_seed(7)
+    return VisualAttentionInputs(*(x + amount * torch.randn(x.shape, generator=gen) for x in (inputs.q, inputs.k, inputs.v)),
+                                 scale=inputs.scale)
+
+
+def test_calibrated_refresh_is_exact_and_reuse_corrects_the_pooled_estimate():
+    inputs = structured_inputs(GRID)
+    call = make_call(GRID)
+    method = history_method(rectify="calibrated")
+    pattern = method.plan(inputs.q, inputs.k, call)
+    assert pattern.density() < 0.5
+    # The refresh computes every pair, then the pattern's pairs once more for the pooled output.
+    torch.testing.assert_close(method.computed_density(pattern), 1 + pattern.density_per_head())
+    torch.testing.assert_close(method.attend(inputs, pattern, call), dense_attention(inputs), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(method.computed_density(pattern), pattern.density_per_head())
+    # Same inputs at a reusing step: the pooled output plus its measured error is the dense output again.
+    torch.testing.assert_close(method.attend(inputs, pattern, call), dense_attention(inputs), rtol=1e-5, atol=1e-5)
+    later = slightly_changed(inputs)
+    reference = dense_attention(later)
+    pooled = build_method("rectified", dict(SELECTION, density=0.1)).attend(later, pattern, call)
+    assert relative_error(method.attend(later, pattern, call), reference) < 0.5 * relative_error(pooled, reference)
+
+
 def test_history_tracks_slowly_changing_inputs_better_than_sparse():
     call = make_call(GRID)
     method = history_method()
     refresh_inputs = structured_inputs(GRID)
     pattern = method.plan(refresh_inputs.q, refresh_inputs.k, call)
     method.attend(refresh_inputs, pattern, call)
-    gen = torch.Generator().manual_seed(7)
-    later = VisualAttentionInputs(*(x + 0.05 * torch.randn(x.shape, generator=gen)
-                                    for x in (refresh_inputs.q, refresh_inputs.k, refresh_inputs.v)),
-                                  scale=refresh_inputs.scale)
+    later = slightly_changed(refresh_inputs)
     reference = dense_attention(later)
     sparse_error = relative_error(build_method("sparse", dict(SELECTION, density=0.1)).attend(later, pattern, call),
                                   reference)

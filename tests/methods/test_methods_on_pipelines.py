@@ -84,11 +84,12 @@ def test_every_method_runs_on_each_pipeline(pipeline, references):
 
 def test_retention_history_is_measured_at_each_refresh_and_reset_per_call(monkeypatch):
     dense_refreshes = []
-    measure = rectified.all_blocks_like
-    monkeypatch.setattr(rectified, "all_blocks_like", lambda pattern: dense_refreshes.append(1) or measure(pattern))
+    measure = rectified.dropped_blocks_of
+    monkeypatch.setattr(rectified, "dropped_blocks_of",
+                        lambda pattern: dense_refreshes.append(1) or measure(pattern))
     tiny = larger_wan()  # 3 steps x 2 CFG branches x 2 layers
     tiny.pipe.enable_efficient_attention("rectified", rectify="history", refresh_every=2, block_size=64,
-                                         density=0.25)
+                                         density=0.25, mass=0.0, neighbours=False, first_frame_sink=False)
     method = swiftdit.attention_session(tiny.pipe).method
     planned_steps = []
     plan = method.plan
@@ -98,6 +99,9 @@ def test_retention_history_is_measured_at_each_refresh_and_reset_per_call(monkey
     # Plans at steps 0 and 2, reused at step 1, for each branch and layer; each plan is one dense refresh.
     assert sorted(planned_steps) == [0] * 4 + [2] * 4
     assert len(dense_refreshes) == 8
+    # The refresh steps computed every pair and are recorded so; the reusing step computed the pattern only.
+    per_step = swiftdit.attention_session(tiny.pipe).density_summary()["per_step"]
+    assert per_step[0] == per_step[2] == 1.0 and per_step[1] < 0.9
     second = run(tiny)
     assert len(dense_refreshes) == 16  # the second call measures its own history from scratch
     torch.testing.assert_close(second, first, rtol=0, atol=0)
