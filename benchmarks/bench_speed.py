@@ -64,7 +64,7 @@ from swiftdit.methods.radial import RadialAttention
 
 # The quality benchmark's aggressive settings and the rolling benchmark's Wan2.1-1.3B config: one source each.
 # (benchmarks/ is on sys.path when a script of it runs, and the tests put it there.)
-from bench_quality import AGGRESSIVE, LOW_DENSITY  # noqa: E402
+from bench_quality import AGGRESSIVE, SETTING_NAMES, SETTINGS  # noqa: E402
 from bench_rolling import WAN_13B  # noqa: E402
 from sdpa_backends import sdpa_context  # noqa: E402
 
@@ -557,13 +557,15 @@ def markdown(document: dict) -> str:
     generation = [r for r in rows if r["kind"] == "generation"]
     if generation:
         lines += ["", "### Full generation (classifier-free guidance, latent output)", "",
-                  "| shape | variant | steps | dense steps | s | mean density (sparse steps) | speedup vs dense | target | note |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| shape | variant | setting | steps | dense steps | s | mean density (sparse steps) | speedup vs dense | "
+                  "target | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in generation:
             note = (r.get("error") or r.get("skipped") or r.get("note") or "").replace("|", "/")
             target = "-" if "speedup_target" not in r else (
                 f"{r['speedup_target']}x: {'met' if r['meets_target'] else 'missed'}")
-            lines.append(f"| {r['shape']} | {r['variant']} | {r.get('steps', '-')} | {r.get('dense_steps', '-')} | "
+            lines.append(f"| {r['shape']} | {r['variant']} | {r['setting']} {_options(r)} | {r.get('steps', '-')} | "
+                         f"{r.get('dense_steps', '-')} | "
                          f"{_fmt(r.get('seconds'), '.2f')} | {_fmt(r.get('density'))} | "
                          f"{_fmt(r.get('speedup_vs_dense'), '.2f')} | {target} | {note} |")
     return "\n".join(lines) + "\n"
@@ -607,9 +609,16 @@ def dtype_for(device: torch.device) -> torch.dtype:
 @dataclass(frozen=True)
 class Variant:
     name: str  # dense, no_self_attention, sage_dense, flex_radial, or a method name
-    setting: str  # "default", "aggressive", "low-density" or "-"
+    setting: str  # a bench_quality setting name, or "-"
     method: str | None = None  # swiftdit method to enable
     options: dict | None = None
+    # Time a step that reuses the pattern planned in the step before (refresh_every > 1) instead of a step
+    # that plans: for Re-ttention's history and the calibrated estimate only such a step is sparse.
+    reuse_step: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.setting}" + (" (reuse step)" if self.reuse_step else "")
 
 
 def forward_variants(args, spec: ShapeSpec) -> list[Variant]:
@@ -617,9 +626,8 @@ def forward_variants(args, spec: ShapeSpec) -> list[Variant]:
 
     def settings_of(method):
         chosen = [s for s in args.settings if not hunyuan_subset or s == "default" or method == "radial"]
-        extra = {"default": {}, "aggressive": AGGRESSIVE, "low-density": LOW_DENSITY}
-        return [(s, {"dense_steps": 0, **extra[s].get(method, {})}) for s in chosen
-                if s == "default" or method in extra[s]]
+        return [(s, {"dense_steps": 0, **SETTINGS[s].get(method, {})}) for s in chosen
+                if s == "default" or method in SETTINGS[s]]
 
     variants = [Variant("dense", "-"), Variant("no_self_attention", "-")]
     peers = "peers" not in args.skip
@@ -628,6 +636,8 @@ def forward_variants(args, spec: ShapeSpec) -> list[Variant]:
     for method in ordered:
         for setting, options in settings_of(method):
             variants.append(Variant(method, setting, method, options))
+            if options.get("refresh_every", 1) > 1:
+                variants.append(Variant(method, setting, method, options, reuse_step=True))
             if method == "radial" and peers:
                 variants.append(Variant("flex_radial", setting, FlexRadialAttention.name, options))
         if method == "radial" and peers:
@@ -664,9 +674,12 @@ def measure_forwards(args, spec: ShapeSpec, device: torch.device, results: Resul
     # Found by the dense measurement, reused by no_self_attention (which fails if dense failed).
     dense_path = {"strict": True, "backend": None, "description": "not found: the dense measurement failed"}
 
-    def forward():
+    def forward(previous_step: bool = False):
+        """One forward; previous_step=True runs it at another timestep, so that the runtime counts the next
+        forward as the following denoising step."""
+        step_inputs = {**inputs, "timestep": inputs["timestep"] + 1} if previous_step else inputs
         with torch.no_grad():
-            return transformer(**inputs)
+            return transformer(**step_inputs)
 
     def warm_up(run):
         if hunyuan:
@@ -678,11 +691,11 @@ def measure_forwards(args, spec: ShapeSpec, device: torch.device, results: Resul
         _synchronize(device)
 
     for variant in forward_variants(args, spec):
-        row = dict(base, variant=variant.name, setting=variant.setting, method=variant.method,
-                   options=variant.options)
+        setting = variant.setting + (" (reuse step)" if variant.reuse_step else "")
+        row = dict(base, variant=variant.name, setting=setting, method=variant.method, options=variant.options)
         if args.time_budget and time.perf_counter() - _START > args.time_budget:
             results.add(dict(row, skipped=f"time budget of {args.time_budget} s spent"))
-            log(f"{spec.key} {variant.name}/{variant.setting}: skipped (time budget)")
+            log(f"{spec.key} {variant.label}: skipped (time budget)")
             continue
         if variant.name == "sage_dense" and (reason := sage_unavailable(device)):
             results.add(dict(row, skipped=reason))
@@ -696,7 +709,7 @@ def measure_forwards(args, spec: ShapeSpec, device: torch.device, results: Resul
             swiftdit.disable_efficient_attention(transformer)
             free_memory(device)
         row = results.add(row)
-        log(f"{spec.key} {variant.name}/{variant.setting}: "
+        log(f"{spec.key} {variant.label}: "
             + (row.get("error") or f"{row['seconds']:.4f} s, density {_fmt(row.get('density'))}, "
                f"x{_fmt(row.get('speedup_vs_dense'), '.2f')} vs dense, {_fmt(row.get('time_over_ideal'), '.2f')} "
                f"of ideal"))
@@ -739,6 +752,11 @@ def measure_variant(variant: Variant, transformer, forward, warm_up, device, rep
         session = swiftdit.attention_session(transformer)
         attention_path = "swiftdit " + variant.method + "; dense calls SDPA cuDNN first"
         prepare = session.reset_call_state  # every timed forward is a fresh sparse step that plans anew
+        if variant.reuse_step:
+            def prepare():  # a step that plans (untimed); the timed forward is the next step and reuses its plan
+                session.reset_call_state()
+                with sdpa_context(device, False):
+                    forward(previous_step=True)
 
         def run():
             with sdpa_context(device, False):
@@ -756,7 +774,10 @@ def measure_variant(variant: Variant, transformer, forward, warm_up, device, rep
         session = swiftdit.attention_session(transformer)
         summary = session.density_summary()
         density = summary["mean_density"]
-        extra["sparse_calls_per_forward"] = summary["sparse_calls"]
+        if variant.reuse_step:  # the stats also hold the planning step that `prepare` ran
+            density = summary["per_step"][max(summary["per_step"])]
+        # With a reuse step the stats hold two forwards of the same calls.
+        extra["sparse_calls_per_forward"] = summary["sparse_calls"] // (2 if variant.reuse_step else 1)
         if session.stats.dense_fallbacks:
             extra["dense_fallbacks"] = dict(session.stats.dense_fallbacks)
             note = f"{len(session.stats.dense_fallbacks)} layer(s) fell back to dense"
@@ -840,7 +861,9 @@ def measure_generation(args, device: torch.device, results: Results) -> None:
             "forwards": 2 * args.generation_steps, "guidance_scale": args.guidance_scale,
             "scheduler": "UniPCMultistepScheduler(flow_prediction)", "tokens": token_count(spec, transformer)}
     variants = ([] if "dense-generation" in args.skip else [Variant("dense", "-")]) + [
-        Variant(m, "default", m, {"dense_steps": args.generation_dense_steps}) for m in args.generation_methods]
+        Variant(m, setting, m, {"dense_steps": args.generation_dense_steps, **SETTINGS[setting].get(m, {})})
+        for m in args.generation_methods for setting in args.generation_settings
+        if setting == "default" or m in SETTINGS[setting]]
     for variant in variants:
         row = dict(base, variant=variant.name, setting=variant.setting, method=variant.method,
                    options=variant.options, dense_steps=args.generation_steps if variant.method is None else
@@ -880,7 +903,7 @@ def measure_generation(args, device: torch.device, results: Results) -> None:
             swiftdit.disable_efficient_attention(transformer)
             free_memory(device)
         row = results.add(row)
-        log(f"generation {spec.key} {variant.name}: "
+        log(f"generation {spec.key} {variant.label}: "
             + (row.get("error") or f"{row['seconds']:.2f} s, x{_fmt(row.get('speedup_vs_dense'), '.2f')} vs dense"))
 
 
@@ -949,9 +972,9 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny architectures and shapes (CPU, < 2 min)")
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--settings", nargs="+", default=["default", "aggressive"],
-                        choices=["default", "aggressive", "low-density"],
-                        help="low-density (bench_quality's, sparse and rectified only) is not timed by default")
+    parser.add_argument("--settings", nargs="+", default=["default", "aggressive"], choices=list(SETTING_NAMES),
+                        help="bench_quality's settings; low-density (sparse, rectified), history and calibrated "
+                             "(rectified) are not timed by default")
     parser.add_argument("--skip", nargs="*", default=[], choices=["forward", "generation", "peers", "dense-generation"],
                         help="parts to leave out; dense-generation reuses a dense generation from --append'ed results")
     parser.add_argument("--hunyuan-all-settings", action="store_true",
@@ -963,6 +986,8 @@ def parse_args(argv=None):
     parser.add_argument("--generation-methods", nargs="*", default=["radial", "sparse"], choices=list(METHODS))
     parser.add_argument("--generation-steps", type=int, default=50)
     parser.add_argument("--generation-dense-steps", type=int, default=10)
+    parser.add_argument("--generation-settings", nargs="+", default=["default"], choices=list(SETTING_NAMES),
+                        help="settings of each generation method (those a method lacks are left out)")
     parser.add_argument("--guidance-scale", type=float, default=5.0)
     parser.add_argument("--flex-compile", choices=["auto", "on", "off"], default="auto",
                         help="compile flex_attention (auto: on CUDA; eager Flex on the CPU is a dense reference)")

@@ -122,3 +122,19 @@ def test_plot_writes_a_png(bench_speed, quick_run, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result["shape"] == "wan480"  # no wan720 forward in this run: the next shape is used
     assert {(p["method"], p["setting"]) for p in result["points"]} == {("radial", "default"), ("sparse", "aggressive")}
+
+
+def test_refreshing_settings_time_the_planning_step_and_the_reuse_step(bench_speed, tmp_path):
+    bench_speed.main(["--quick", "--shapes", "wan480", "--methods", "rectified", "--settings", "calibrated",
+                      "--skip", "peers", "--generation-methods", "rectified", "--generation-settings", "calibrated",
+                      "--out", str(tmp_path), "--device", "cpu"])
+    rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
+    assert not [r for r in rows if r.get("error")], [r["error"] for r in rows if r.get("error")]
+    planning = _row(rows, "wan480", "rectified", "calibrated")
+    reuse = _row(rows, "wan480", "rectified", "calibrated (reuse step)")
+    # The planning step refreshes: every pair, then the pattern's pairs again; the next step only the pattern's.
+    assert planning["density"] == pytest.approx(1 + reuse["density"], rel=0.05) and reuse["density"] < 0.5
+    assert reuse["extra"]["sparse_calls_per_forward"] == planning["extra"]["sparse_calls_per_forward"]
+    generation = _row(rows, "wan480", "rectified", "calibrated", kind="generation")
+    assert generation["options"]["rectify"] == "calibrated" and generation["options"]["refresh_every"] == 5
+    assert reuse["density"] < generation["density"] < 1.0 and generation["output_finite"]
