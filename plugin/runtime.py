@@ -393,17 +393,17 @@ class EfficientAttentionSession:
         q_vis, k_vis, v_vis = q[:, :, visual], k[:, :, visual], v[:, :, visual]
         pattern = self._pattern(call, layer, q_vis, k_vis)
         layer.op_index += 1
-        if query_start:
-            pattern, density = only_query_rows(pattern, query_start)
-        else:
-            density = self.method.computed_density(pattern)
-        self.stats.record(call, density)
         inputs = VisualAttentionInputs(
             q_vis, k_vis, v_vis, default_scale(head_dim, scale),
             text_k=k[:, :, text] if layout.text_len else None,
             text_v=v[:, :, text] if layout.text_len else None,
             text_key_mask=text_key_mask, visual_mask=visual_mask,
         )
+        if query_start:
+            pattern, density = only_query_rows(pattern, query_start)
+        else:
+            density = self.method.computed_density(pattern, inputs)
+        self.stats.record(call, density)
         out_visual = self.method.attend(inputs, pattern, call)
         if not layout.text_len:
             return out_visual

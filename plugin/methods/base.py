@@ -122,10 +122,10 @@ class AttentionMethod:
         are not per-call state and survive a reset.
         """
 
-    def computed_density(self, pattern: BlockPattern) -> torch.Tensor:
-        """Share of the visual query-key pairs that `attend` will compute with this pattern, per (batch, head),
-        which the runtime records for every call. The pattern's density, unless the method computes more
-        (Re-ttention's refresh steps compute every pair)."""
+    def computed_density(self, pattern: BlockPattern, inputs: VisualAttentionInputs) -> torch.Tensor:
+        """Visual query-key pairs that `attend` will compute for these inputs with this pattern, as a share of
+        all pairs, per (batch, head); the runtime records it for every call. The pattern's density, unless the
+        method computes more (Re-ttention's refresh steps compute every pair, some twice: it can exceed 1)."""
         return pattern.density_per_head()
 
     def attend(self, inputs: VisualAttentionInputs, pattern: BlockPattern, call: AttentionCall) -> torch.Tensor:

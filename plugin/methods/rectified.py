@@ -29,15 +29,15 @@ rectify="history": Re-ttention (Chen et al., NeurIPS 2025; cccrrrccc/Re-ttention
     (every `refresh_every` steps, when the runtime re-plans) the call computes every pair and caches per row
     the in-pattern share of softmax mass r_i = exp(lse_pattern - lse_full) and the residual
     delta = O_full - r_i O_sparse; the sparse steps in between return r_i O_sparse + delta.
-    A refresh runs the pattern and its complement (the dropped blocks, no text) as two kernel calls and
-    merges them by their LSEs, so it costs one dense attention, not a dense one plus a sparse one; the
-    runtime records it at density 1.
+    A refresh needs the full output and its LSE: on CUDA without masks cuDNN computes them (next to the
+    pattern's own call: density 1 + d, at cuDNN's rate); elsewhere the pattern and its complement (the
+    dropped blocks, no text) run as two kernel calls merged by their LSEs (density 1).
 rectify="calibrated": the pooled estimate, corrected by its own error measured at the last refresh step.
     A refresh computes the exact output (as "history" does) and the pooled output, and caches per token
     their difference e = O_full - O_pooled; the sparse steps in between return O_pooled + e. Re-ttention
     assumes the dropped blocks' whole contribution (and the kept share) stays as it was at the refresh;
     this assumes only the pooled estimate's error does, while the estimate itself follows each step's
-    Q, K, V. A refresh computes every pair plus the pattern's pairs once more (density 1 + d).
+    Q, K, V. A refresh computes the full output as above and the pooled output (density 1 + d).
 
 Differences from the released code, where its users found faults:
 - the block selection is `sparse`'s plan with the authors' defaults (128-token blocks, Hilbert order,
@@ -62,6 +62,7 @@ import torch
 from ..context import AttentionCall
 from ..pattern import BlockPattern, block_sizes
 from ..validation import check_choice, check_float
+from swiftdit.kernels.block_sparse_attention.dense_lse import cudnn_attention_available, cudnn_attention_with_lse
 from swiftdit.kernels.block_sparse_attention.pooled import mean_pool_blocks
 from .base import VisualAttentionInputs, attend_with_pattern
 from .blocking import Reorder, block_ids, reorder_tokens, restore_token_order
@@ -186,13 +187,15 @@ class RectifiedAttention(SparseAttention):
             return attend_with_pattern(inputs, pattern, return_lse=False, estimate_dropped=True)[0]
         return block_rectification(inputs, pattern, attend_with_pattern(inputs, pattern, return_lse=False)[0])
 
-    def computed_density(self, pattern: BlockPattern) -> torch.Tensor:
+    def computed_density(self, pattern: BlockPattern, inputs: VisualAttentionInputs) -> torch.Tensor:
         density = pattern.density_per_head()
-        if self.config.rectify == "history" and not _has_history(pattern):
-            return torch.ones_like(density)  # the refresh computes every pair
-        if self.config.rectify == "calibrated" and not _has_history(pattern):
-            return 1 + density  # every pair, and the pattern's pairs again for the pooled output
-        return density
+        if self.config.rectify == "pooled" or _has_history(pattern):
+            return density
+        # A refresh: every pair once (cuDNN, or the pattern and its complement), plus the pattern's pairs again
+        # for the sparse output next to cuDNN's (history) or for the pooled output (calibrated).
+        if self.config.rectify == "history" and not uses_cudnn_refresh(inputs):
+            return torch.ones_like(density)
+        return 1 + density
 
     def _attend_with_history(self, inputs: VisualAttentionInputs, pattern: BlockPattern) -> torch.Tensor:
         """Re-ttention. The history travels in the pattern's extras: the runtime re-plans at each refresh
@@ -201,10 +204,12 @@ class RectifiedAttention(SparseAttention):
         while the pattern is, never leaks into the next call, and counts in the pattern cache's memory."""
         out_sparse, lse_sparse = attend_with_pattern(inputs, pattern)
         if not _has_history(pattern):
-            kept_share, residual = dropped_part(inputs, pattern, lse_sparse)
-            out_full = (kept_share[..., None] * out_sparse.float() + residual).to(out_sparse.dtype)
+            out_full, lse_full = full_attention(inputs, pattern, (out_sparse, lse_sparse))
+            # Rounding can put the kept part's LSE a hair above the full one.
+            kept_share = (lse_sparse - lse_full).exp().clamp(max=1.0)
+            residual = out_full - kept_share[..., None] * out_sparse.float()
             remember(pattern, kept_share=kept_share, residual=residual.to(out_sparse.dtype), sparse_calls=0)
-            return out_full
+            return out_full.to(out_sparse.dtype)
         history = pattern.extras
         history["sparse_calls"] += 1
         ratio = (history["kept_share"] + self.config.ratio_drift * history["sparse_calls"]).clamp(max=1.0)
@@ -215,22 +220,33 @@ class RectifiedAttention(SparseAttention):
         out_pooled = self._pooled_output(inputs, pattern)
         if _has_history(pattern):
             return (out_pooled.float() + pattern.extras["estimate_error"].float()).to(out_pooled.dtype)
-        out_sparse, lse_sparse = attend_with_pattern(inputs, pattern)
-        kept_share, residual = dropped_part(inputs, pattern, lse_sparse)
-        out_full = (kept_share[..., None] * out_sparse.float() + residual).to(out_sparse.dtype)
-        estimate_error = (out_full.float() - out_pooled.float()).to(out_full.dtype)
-        remember(pattern, estimate_error=estimate_error)
-        return out_full
+        out_full, _ = full_attention(inputs, pattern)
+        remember(pattern, estimate_error=(out_full - out_pooled.float()).to(out_pooled.dtype))
+        return out_full.to(out_pooled.dtype)
 
 
-def dropped_part(inputs: VisualAttentionInputs, pattern: BlockPattern,
-                 lse_sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(kept share r, float32 residual (1 - r) O_dropped) of every row, from one kernel call over the blocks
-    the pattern drops: the exact output is r O_sparse + residual."""
+def uses_cudnn_refresh(inputs: VisualAttentionInputs) -> bool:
+    """cuDNN takes a refresh's full attention when no mask is involved (it runs unmasked)."""
+    return cudnn_attention_available(inputs.q) and inputs.text_key_mask is None and inputs.visual_mask is None
+
+
+def full_attention(inputs: VisualAttentionInputs, pattern: BlockPattern,
+                   sparse: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact attention of every row (float32 output, LSE) at a refresh step: cuDNN where it applies, else the
+    pattern's output (`sparse`, computed here if not given) merged by LSE with one kernel call over the blocks
+    the pattern drops."""
+    if uses_cudnn_refresh(inputs):
+        k, v = inputs.k, inputs.v
+        if inputs.text_k is not None:
+            k, v = torch.cat([k, inputs.text_k], dim=2), torch.cat([v, inputs.text_v], dim=2)
+        out_full, lse_full = cudnn_attention_with_lse(inputs.q, k, v, inputs.scale)
+        return out_full.float(), lse_full
+    out_sparse, lse_sparse = sparse if sparse is not None else attend_with_pattern(inputs, pattern)
     out_dropped, lse_dropped = attend_with_pattern(without_text(inputs), dropped_blocks_of(pattern))
-    # A row that drops nothing has an empty complement (LSE -inf): its kept share is 1, its residual 0.
-    kept_share = (lse_sparse - torch.logaddexp(lse_sparse, lse_dropped)).exp()
-    return kept_share, (1 - kept_share)[..., None] * out_dropped.float()
+    # A row that drops nothing has an empty complement (LSE -inf): its kept share is 1.
+    lse_full = torch.logaddexp(lse_sparse, lse_dropped)
+    kept_share = (lse_sparse - lse_full).exp()[..., None]
+    return kept_share * out_sparse.float() + (1 - kept_share) * out_dropped.float(), lse_full
 
 
 def remember(pattern: BlockPattern, **history) -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from method_cases import dense_attention, make_call, random_inputs, relative_error, structured_inputs
-from swiftdit.methods import VisualAttentionInputs, build_method
+from swiftdit.methods import VisualAttentionInputs, build_method, rectified
 
 GRID = (4, 16, 16)
 SELECTION = dict(block_size=64, mass=0.0, neighbours=False, first_frame_sink=False)
@@ -76,9 +76,32 @@ def test_history_refresh_is_recorded_as_dense_and_reuse_at_the_pattern_density()
     method = history_method()
     pattern = method.plan(inputs.q, inputs.k, call)
     assert pattern.density() < 0.5
-    torch.testing.assert_close(method.computed_density(pattern), torch.ones_like(pattern.density_per_head()))
+    torch.testing.assert_close(method.computed_density(pattern, inputs), torch.ones_like(pattern.density_per_head()))
     method.attend(inputs, pattern, call)
-    torch.testing.assert_close(method.computed_density(pattern), pattern.density_per_head())
+    torch.testing.assert_close(method.computed_density(pattern, inputs), pattern.density_per_head())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["history", "calibrated"])
+def test_gpu_refresh_through_cudnn_equals_the_refresh_through_the_complement(mode, monkeypatch):
+    cpu_inputs = structured_inputs((4, 32, 32), head_dim=128)
+    inputs = VisualAttentionInputs(*(x.to("cuda", torch.bfloat16) for x in (cpu_inputs.q, cpu_inputs.k, cpu_inputs.v)),
+                                   scale=cpu_inputs.scale)
+    assert rectified.uses_cudnn_refresh(inputs)
+    call = make_call((4, 32, 32))
+    outputs, histories = [], []
+    for through_cudnn in (True, False):
+        monkeypatch.setattr(rectified, "uses_cudnn_refresh", lambda _, use=through_cudnn: use)
+        method = history_method(rectify=mode)
+        pattern = method.plan(inputs.q, inputs.k, call)
+        outputs.append(method.attend(inputs, pattern, call).float())
+        histories.append({name: value.float() for name, value in pattern.extras.items() if torch.is_tensor(value)})
+    reference = dense_attention(VisualAttentionInputs(*(x.float() for x in (inputs.q, inputs.k, inputs.v)),
+                                                      scale=inputs.scale))
+    for out in outputs:
+        torch.testing.assert_close(out, reference, rtol=0, atol=2e-2)
+    for name in histories[0]:
+        torch.testing.assert_close(histories[0][name], histories[1][name], rtol=0, atol=2e-2)
 
 
 def slightly_changed(inputs: VisualAttentionInputs, amount: float = 0.05) -> VisualAttentionInputs:
@@ -94,9 +117,9 @@ def test_calibrated_refresh_is_exact_and_reuse_corrects_the_pooled_estimate():
     pattern = method.plan(inputs.q, inputs.k, call)
     assert pattern.density() < 0.5
     # The refresh computes every pair, then the pattern's pairs once more for the pooled output.
-    torch.testing.assert_close(method.computed_density(pattern), 1 + pattern.density_per_head())
+    torch.testing.assert_close(method.computed_density(pattern, inputs), 1 + pattern.density_per_head())
     torch.testing.assert_close(method.attend(inputs, pattern, call), dense_attention(inputs), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(method.computed_density(pattern), pattern.density_per_head())
+    torch.testing.assert_close(method.computed_density(pattern, inputs), pattern.density_per_head())
     # Same inputs at a reusing step: the pooled output plus its measured error is the dense output again.
     torch.testing.assert_close(method.attend(inputs, pattern, call), dense_attention(inputs), rtol=1e-5, atol=1e-5)
     later = slightly_changed(inputs)
