@@ -365,6 +365,9 @@ class EfficientAttentionSession:
         The cached frames have no queries, so their keys stand in for them while planning; the blocks that
         hold no real query are then emptied, which the kernels skip, and their rows are dropped.
         """
+        if not self.method.supports_kv_cache_calls():
+            raise UnsupportedCall(f"{self.method.name} with options {self.method.config} keeps a history per pattern, "
+                                  "which a KV-cache call's restricted pattern cannot carry")
         frame_tokens = layer.grid[1] * layer.grid[2]
         if layer.info.text_position != "none" or cached % frame_tokens or q.shape[2] % frame_tokens:
             raise UnsupportedCall("KV-cache call whose cached and queried tokens are not whole visual frames")

@@ -247,6 +247,18 @@ def test_sparse_method_inside_the_window_computes_only_query_rows(pipe):
     assert all(float(r["density"].max()) <= 0.75 for r in cached_calls)
 
 
+def test_rectified_history_falls_back_to_dense_in_kv_cache_calls_and_says_why(pipe):
+    pipe.enable_efficient_attention("rectified", rectify="history", refresh_every=2, block_size=64, density=0.3,
+                                    neighbours=False, first_frame_sink=False)
+    try:
+        frames = list(stream(pipe, num_frames=12, sink_frames=CHUNK, window_frames=CHUNK).frames())
+        fallbacks = dict(swiftdit.attention_session(pipe).stats.dense_fallbacks)
+    finally:
+        pipe.disable_efficient_attention()
+    assert len(frames) == 12
+    assert fallbacks and all("keeps a history per pattern" in reason for reason in fallbacks.values())
+
+
 @pytest.mark.parametrize("options, option_name", [
     (dict(num_frames=0), "num_frames"),
     (dict(window_frames=CHUNK // 2, chunk_frames=CHUNK), "window_frames"),

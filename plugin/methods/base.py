@@ -122,6 +122,11 @@ class AttentionMethod:
         are not per-call state and survive a reset.
         """
 
+    def supports_kv_cache_calls(self) -> bool:
+        """Whether calls whose queries are only the last frames of the keys (rolling generation's KV cache) may
+        reach `attend`: they get a fresh, restricted copy of the cached pattern every time."""
+        return True
+
     def computed_density(self, pattern: BlockPattern, inputs: VisualAttentionInputs) -> torch.Tensor:
         """Visual query-key pairs that `attend` will compute for these inputs with this pattern, as a share of
         all pairs, per (batch, head); the runtime records it for every call. The pattern's density, unless the

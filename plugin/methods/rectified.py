@@ -187,6 +187,11 @@ class RectifiedAttention(SparseAttention):
             return attend_with_pattern(inputs, pattern, return_lse=False, estimate_dropped=True)[0]
         return block_rectification(inputs, pattern, attend_with_pattern(inputs, pattern, return_lse=False)[0])
 
+    def supports_kv_cache_calls(self) -> bool:
+        # The history lives in the cached pattern's extras; a KV-cache call's restricted copy would refresh
+        # (compute every pair) at every call while recording only the pattern's density.
+        return self.config.rectify == "pooled"
+
     def computed_density(self, pattern: BlockPattern, inputs: VisualAttentionInputs) -> torch.Tensor:
         density = pattern.density_per_head()
         if self.config.rectify == "pooled" or _has_history(pattern):
