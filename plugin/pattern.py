@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .kernels.block_index_table import block_mask_to_index_table
 from .kernels.block_sparse_attention.pooled import block_token_counts
 from .kernels.block_sparse_attention.window import LocalWindowMask
 from .kernels.token_permutation import inverse_permutation
@@ -44,12 +45,6 @@ class BlockPattern:
     _density: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
     # inverse of token_order, computed once: every attention call with this pattern restores its output order.
     _inverse_order: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
-    # to_index_table(), kept once the pattern is known to serve several calls (`keep_index_table()`, which the
-    # pattern cache calls on its first reuse): a per-head table at Wan 720p is a 16.7M-element sort per call,
-    # and four bytes per block pair that a pattern used only once should not hold.
-    _index_table: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False,
-                                                                     compare=False)
-    _keeps_index_table: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.block_mask.dtype != torch.bool or self.block_mask.dim() != 4:
@@ -108,41 +103,13 @@ class BlockPattern:
             kept += (rows & self.element_mask[..., start:stop, :]).sum(dim=(-2, -1))
         return kept.to(torch.float64) / (n * n)
 
-    @property
-    def kept_index_table(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The index table this pattern holds (None until it keeps one and has computed it)."""
-        return self._index_table
-
-    def keep_index_table(self) -> None:
-        """Keep the index table from the next `to_index_table()` on (the pattern will serve more calls)."""
-        self._keeps_index_table = True
-
     def to_index_table(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(kv_block_indices, counts) per (batch, head, query block), the kernels' input format.
 
         kv_block_indices: int32 (B, H, num_q_blocks, num_k_blocks), kept block ids first, ascending,
         padded with -1; counts: int32 (B, H, num_q_blocks).
         """
-        if self._index_table is not None:
-            return self._index_table
-        table = self._compute_index_table()
-        if self._keeps_index_table:
-            self._index_table = table
-        return table
-
-    def _compute_index_table(self) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = self.block_mask
-        counts = mask.sum(-1, dtype=torch.int32)
-        ids = torch.arange(mask.shape[-1], device=mask.device, dtype=torch.int32).expand(mask.shape)
-        # Sort kept ids before dropped ones while keeping ascending order among the kept.
-        key = torch.where(mask, ids, ids + mask.shape[-1])
-        order = key.argsort(dim=-1).to(torch.int32)
-        padded = torch.where(
-            torch.arange(mask.shape[-1], device=mask.device)[None, None, None, :] < counts[..., None],
-            order,
-            torch.full_like(order, -1),
-        )
-        return padded, counts
+        return block_mask_to_index_table(self.block_mask)
 
     def to_element_mask(self) -> torch.Tensor:
         """Token-level bool mask (B or 1, H or 1, N, N) in the pattern's token order (reference path only)."""

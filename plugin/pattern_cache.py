@@ -35,7 +35,6 @@ class PatternCache:
         entry = self._dynamic.get(key)
         if entry is not None and 0 <= step_index - entry.planned_step < self.refresh_every:
             self.reuses += 1
-            entry.pattern.keep_index_table()
             return entry.pattern
         pattern = plan()
         self._dynamic[key] = _Entry(pattern, step_index)
@@ -46,7 +45,6 @@ class PatternCache:
         pattern = self._static.get(key)
         if pattern is not None:
             self.reuses += 1
-            pattern.keep_index_table()
             return pattern
         pattern = plan()
         self._static[key] = pattern
@@ -72,5 +70,4 @@ def _pattern_bytes(pattern: BlockPattern) -> int:
     else:
         tensors.append(pattern.element_mask)
     tensors += [v for v in (pattern.extras or {}).values() if isinstance(v, torch.Tensor)]
-    tensors += list(pattern.kept_index_table or ())
     return window_bytes + sum(t.numel() * t.element_size() for t in tensors if t is not None)

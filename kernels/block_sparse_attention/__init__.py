@@ -12,8 +12,8 @@ import math
 
 import torch
 
+from ..block_index_table import block_mask_to_index_table
 from .naive import (
-    block_mask_to_index_table,
     block_sparse_attention_reference,
     index_table_to_block_mask,
 )

@@ -27,18 +27,6 @@ def index_table_to_block_mask(kv_indices: torch.Tensor, kv_counts: torch.Tensor,
     return mask[..., :num_k_blocks]
 
 
-def block_mask_to_index_table(block_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(..., nK) bool block mask -> int32 (..., nK) table of kept ids (ascending, then -1) + int32 counts.
-
-    Stays on the mask's device with no host sync: the table is as wide as the mask.
-    """
-    counts = block_mask.sum(-1, dtype=torch.int32)
-    # A stable sort of "dropped" flags moves kept ids to the front in ascending order.
-    order = (~block_mask).to(torch.int8).argsort(dim=-1, stable=True).to(torch.int32)
-    slot = torch.arange(block_mask.shape[-1], device=block_mask.device)
-    return torch.where(slot < counts[..., None], order, torch.full_like(order, -1)), counts
-
-
 def block_sparse_attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,

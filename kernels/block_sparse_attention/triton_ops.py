@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from .naive import block_mask_to_index_table, index_table_to_block_mask
+from ..block_index_table import block_mask_to_index_table
+from .naive import index_table_to_block_mask
 from .triton_attention import (
     EMASK_DENSE,
     EMASK_NONE,

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..block_sparse_attention.naive import block_mask_to_index_table
+from ..block_index_table import block_mask_to_index_table
 from ..block_sparse_attention.pooled import mean_pool_torch
 from .naive import BlockPlan, keep_count, mean_pool_reference, plan_block_sparse_reference
 

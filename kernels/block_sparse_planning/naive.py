@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..block_sparse_attention.naive import block_mask_to_index_table
+from ..block_index_table import index_table_reference
 
 
 class BlockPlan(NamedTuple):
@@ -72,6 +72,6 @@ def plan_block_sparse_reference(
                     block_mask[bi, hi, i, j] = True
                 if include_diagonal and i < n_k:
                     block_mask[bi, hi, i, i] = True
-    kv_indices, kv_counts = block_mask_to_index_table(block_mask)
+    kv_indices, kv_counts = index_table_reference(block_mask)
     kept_mass = (probs * block_mask).sum(-1)
     return BlockPlan(kv_indices, kv_counts, kept_mass, probs)

@@ -29,23 +29,3 @@ def test_density_is_computed_once_per_pattern_and_anew_for_a_replaced_one():
     emptier = dataclasses.replace(pattern, block_mask=block_mask & ~torch.eye(4, dtype=torch.bool))
     assert torch.allclose(emptier.density_per_head(), torch.full((1, 2), 0.75, dtype=torch.float64))
     assert torch.equal(pattern.density_per_head(), torch.ones(1, 2, dtype=torch.float64))
-
-
-def test_index_table_is_kept_from_the_pattern_caches_first_reuse_and_counted():
-    import dataclasses
-
-    from swiftdit.pattern_cache import PatternCache
-
-    block_mask = torch.rand(1, 2, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5
-    pattern = BlockPattern(block_mask, 64, 256)
-    cache = PatternCache(refresh_every=2)
-    assert cache.get_or_plan("layer", 0, lambda: pattern) is pattern
-    first = pattern.to_index_table()
-    assert pattern.to_index_table() is not first and pattern.kept_index_table is None  # one call: nothing kept
-    bytes_before = cache.memory_bytes()
-    assert cache.get_or_plan("layer", 1, lambda: None) is pattern  # the reuse
-    kept = pattern.to_index_table()
-    assert pattern.to_index_table() is kept and all(torch.equal(a, b) for a, b in zip(kept, first))
-    assert cache.memory_bytes() == bytes_before + sum(t.numel() * t.element_size() for t in kept)
-    emptier = dataclasses.replace(pattern, block_mask=torch.zeros_like(block_mask))
-    assert emptier.kept_index_table is None and int(emptier.to_index_table()[1].sum()) == 0
