@@ -16,9 +16,10 @@ CUDNN_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def cudnn_attention_available(q: torch.Tensor) -> bool:
-    """Whether `cudnn_attention_with_lse` can take these queries (CUDA, bf16/fp16, cuDNN present, head dim
-    <= 128: the sizes cuDNN's fused attention accepts on sm_90)."""
-    return (q.is_cuda and q.dtype in CUDNN_DTYPES and q.shape[-1] <= 128 and torch.backends.cudnn.is_available()
+    """Whether `cudnn_attention_with_lse` can take these queries: CUDA on sm_80 or newer (where PyTorch
+    offers cuDNN attention), bf16/fp16, a head dim that is a multiple of 8 up to 128, cuDNN present."""
+    return (q.is_cuda and q.dtype in CUDNN_DTYPES and q.shape[-1] <= 128 and q.shape[-1] % 8 == 0
+            and torch.cuda.get_device_capability(q.device) >= (8, 0) and torch.backends.cudnn.is_available()
             and hasattr(torch.ops.aten, "_scaled_dot_product_cudnn_attention"))
 
 
@@ -27,7 +28,8 @@ def cudnn_attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """Unmasked attention of q (B, H, N, D) over k, v (B, H, M, D): (out (B, H, N, D), lse (B, H, N) float32,
     natural log of the scaled scores' sum of exponentials)."""
     if not cudnn_attention_available(q):
-        raise ValueError("cudnn_attention_with_lse needs CUDA bf16/fp16 tensors with head_dim <= 128 and cuDNN")
+        raise ValueError("cudnn_attention_with_lse needs CUDA bf16/fp16 tensors on sm_80+ with head_dim a multiple "
+                         "of 8 up to 128, and cuDNN")
     out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(
         q, k, v, None, True, 0.0, False, False, scale=scale)[:2]
     return out, lse.reshape(q.shape[:3]).float()
