@@ -104,21 +104,25 @@ def custom_settings(custom: list[list[str]] | None, dense_steps: int) -> list[Se
     return result
 
 
+def setting_options(method: str, name: str) -> dict | None:
+    """The options of `method` under setting `name` (without dense_steps), or None when it has no such setting."""
+    if name != "default" and method not in SETTINGS[name]:
+        return None
+    return dict(SETTINGS[name].get(method, {}))
+
+
 def settings(methods, dense_steps: int, names=SETTING_NAMES) -> list[Setting]:
     """The settings to measure, per method in `names` order; a setting only for the methods that have it."""
     for name in names:
         if name not in SETTING_NAMES:
             raise SystemExit(f"--settings: unknown setting {name!r}; choose from {list(SETTING_NAMES)}")
-    extra = SETTINGS
     result = []
     for method in methods:
         if method not in AGGRESSIVE:
             raise SystemExit(f"--methods: unknown method {method!r}; choose from {list(METHODS)}")
         for name in names:
-            if name != "default" and method not in extra[name]:
-                continue
-            options = extra[name].get(method, {})
-            result.append(Setting(method, name, {"dense_steps": dense_steps, **options}))
+            if (options := setting_options(method, name)) is not None:
+                result.append(Setting(method, name, {"dense_steps": dense_steps, **options}))
     return result
 
 

@@ -64,7 +64,7 @@ from swiftdit.methods.radial import RadialAttention
 
 # The quality benchmark's aggressive settings and the rolling benchmark's Wan2.1-1.3B config: one source each.
 # (benchmarks/ is on sys.path when a script of it runs, and the tests put it there.)
-from bench_quality import AGGRESSIVE, SETTING_NAMES, SETTINGS  # noqa: E402
+from bench_quality import AGGRESSIVE, SETTING_NAMES, setting_options  # noqa: E402
 from bench_rolling import WAN_13B  # noqa: E402
 from sdpa_backends import sdpa_context  # noqa: E402
 
@@ -626,8 +626,8 @@ def forward_variants(args, spec: ShapeSpec) -> list[Variant]:
 
     def settings_of(method):
         chosen = [s for s in args.settings if not hunyuan_subset or s == "default" or method == "radial"]
-        return [(s, {"dense_steps": 0, **SETTINGS[s].get(method, {})}) for s in chosen
-                if s == "default" or method in SETTINGS[s]]
+        return [(s, {"dense_steps": 0, **options}) for s in chosen
+                if (options := setting_options(method, s)) is not None]
 
     variants = [Variant("dense", "-"), Variant("no_self_attention", "-")]
     peers = "peers" not in args.skip
@@ -861,9 +861,9 @@ def measure_generation(args, device: torch.device, results: Results) -> None:
             "forwards": 2 * args.generation_steps, "guidance_scale": args.guidance_scale,
             "scheduler": "UniPCMultistepScheduler(flow_prediction)", "tokens": token_count(spec, transformer)}
     variants = ([] if "dense-generation" in args.skip else [Variant("dense", "-")]) + [
-        Variant(m, setting, m, {"dense_steps": args.generation_dense_steps, **SETTINGS[setting].get(m, {})})
+        Variant(m, setting, m, {"dense_steps": args.generation_dense_steps, **options})
         for m in args.generation_methods for setting in args.generation_settings
-        if setting == "default" or m in SETTINGS[setting]]
+        if (options := setting_options(m, setting)) is not None]
     for variant in variants:
         row = dict(base, variant=variant.name, setting=variant.setting, method=variant.method,
                    options=variant.options, dense_steps=args.generation_steps if variant.method is None else
