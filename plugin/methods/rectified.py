@@ -1,7 +1,8 @@
 """`rectified`: block-sparse attention whose dropped softmax mass is put back.
 
 Plain sparse attention renormalises each row over the kept keys, so kept keys are over-weighted by
-1 / (their share of the full softmax mass) and the dropped keys' contribution is lost. Two published fixes:
+1 / (their share of the full softmax mass) and the dropped keys' contribution is lost. Two published fixes,
+and a combination of the two:
 
 rectify="pooled", pooled_estimate="block": Rectified SpaAttn as published (Liu et al., arXiv 2511.19835;
     BienLuky/Rectified-SpaAttn). With pooled block probabilities P_ij (query block i, key block j) and
@@ -48,7 +49,12 @@ Differences from the released code, where its users found faults:
   inside the mask over denoising; here that drift is `ratio_drift`, 0 by default. Its per-module step
   counters had to be reset by hand between prompts (`clear_stepi`); here the history travels with the
   cached pattern of each (denoiser, layer, CFG branch), which the runtime drops at every pipeline call.
-- a pattern with every block kept returns exactly the dense output in both modes.
+- a pattern with every block kept returns exactly the dense output in every mode.
+- the history modes refuse rolling KV-cache calls (those run dense, with the reason recorded): their
+  history lives in the cached pattern, and a KV-cache call gets a restricted copy of it every time.
+- on the embedded model (BENCHMARKS.md) "history" and "calibrated" at 0.135 density, refreshed every 5
+  steps, reach 32.8 and 32.5 dB against dense where the pooled estimate alone reaches 23.5 dB; their
+  refreshes make the attention work 0.45-0.47 of dense.
 """
 
 from __future__ import annotations
