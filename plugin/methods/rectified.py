@@ -230,7 +230,7 @@ class RectifiedAttention(SparseAttention):
         """The pooled output plus its error at the last refresh step (kept like Re-ttention's history)."""
         out_pooled = self._pooled_output(inputs, pattern)
         if _has_history(pattern):
-            return (out_pooled.float() + pattern.extras["estimate_error"].float()).to(out_pooled.dtype)
+            return out_pooled + pattern.extras["estimate_error"]  # computed in float32 inside, rounded once
         out_full, _ = full_attention(inputs, pattern)
         remember(pattern, estimate_error=(out_full - out_pooled.float()).to(out_pooled.dtype))
         return out_full.to(out_pooled.dtype)
