@@ -103,7 +103,6 @@ def keys_values_and_token_mask(q, k, v, kv_indices, kv_counts, block_size, text_
     return keys, values, mask
 
 
-
 def with_pooled_columns(keys, values, mask, k, v, kv_indices, kv_counts, block_size):
     """Append one pooled column per key block to [visual, text] keys/values; returns the extended keys,
     values, token mask (a pooled column counts only for the query blocks that drop its block) and the

@@ -24,8 +24,7 @@ from ..context import AttentionCall
 from ..pattern import BlockPattern
 from ..validation import check_int
 from swiftdit.kernels.block_sparse_attention import LocalWindowMask, block_sparse_attention
-from swiftdit.kernels.token_permutation import permute_tokens
-from .blocking import reorder_tokens
+from .blocking import reorder_tokens, restore_token_order
 
 
 @dataclass(frozen=True)
@@ -167,10 +166,8 @@ def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern, *,
         text_k=inputs.text_k, text_v=inputs.text_v, text_key_mask=inputs.text_key_mask,
         element_mask=element_mask, scale=inputs.scale, return_lse=return_lse, estimate_dropped=estimate_dropped,
     )
-    if order is not None:
-        inverse = pattern.inverse_token_order()
-        out = permute_tokens(out, inverse)
-        lse = None if lse is None else permute_tokens(lse, inverse)
+    out = restore_token_order(out, pattern)
+    lse = None if lse is None else restore_token_order(lse, pattern)
     return out, lse
 
 

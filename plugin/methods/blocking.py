@@ -13,9 +13,9 @@ from typing import Literal
 
 import torch
 
-from swiftdit.kernels.token_permutation import inverse_permutation, permute_tokens
+from swiftdit.kernels.token_permutation import permute_tokens
 
-from ..pattern import num_blocks
+from ..pattern import BlockPattern, num_blocks
 
 Reorder = Literal["none", "patch", "hilbert"]
 REORDERS = ("none", "patch", "hilbert")
@@ -129,9 +129,11 @@ def reorder_tokens(x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
     return x if order is None else permute_tokens(x, order)
 
 
-def restore_token_order(x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
-    """Undo `reorder_tokens`: per-token tensors (B, H, N, ...) back to raster order."""
-    return x if order is None else permute_tokens(x, inverse_permutation(order))
+def restore_token_order(x: torch.Tensor, pattern: BlockPattern) -> torch.Tensor:
+    """Undo `reorder_tokens` with the pattern's token order: per-token tensors (B, H, N, ...) back to raster
+    order (the pattern computes the inverse order once, for every call it serves)."""
+    inverse = pattern.inverse_token_order()
+    return x if inverse is None else permute_tokens(x, inverse)
 
 
 # ----------------------------------------------------------------------------------------------- pooling

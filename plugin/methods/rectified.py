@@ -150,8 +150,8 @@ def block_rectification(inputs: VisualAttentionInputs, pattern: BlockPattern, ou
     if text_log_mass is not None:
         kept_share = kept_share + (text_log_mass - log_norm).exp()
     recovered = (block_probs * ~covered) @ v_bar
-    kept_share = restore_token_order(kept_share[:, :, token_block], order)
-    recovered = restore_token_order(recovered[:, :, token_block], order)
+    kept_share = restore_token_order(kept_share[:, :, token_block], pattern)
+    recovered = restore_token_order(recovered[:, :, token_block], pattern)
     return (kept_share[..., None] * out_sparse.float() + recovered).to(out_sparse.dtype)
 
 

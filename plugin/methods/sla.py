@@ -102,4 +102,4 @@ class SparseLinearAttention(SparseAttention):
         )
         proj = self.projection(call, out_linear.shape[-1], out_linear.device)
         out = out_sparse.float() + proj(out_linear.float())
-        return restore_token_order(out, order).to(out_sparse.dtype)
+        return restore_token_order(out, pattern).to(out_sparse.dtype)

@@ -61,15 +61,22 @@ def test_per_head_patterns_with_empty_rows(b, h, n, d, block):
     assert torch.all(out[:, 0, :block] == 0) and torch.all(torch.isneginf(lse[:, 0, :block]))
 
 
-@interpreter_only
-def test_text_columns_with_padding_and_empty_visual_rows():
-    b, h, n, d, block, text_len = 2, 2, 100, 32, 32, 40
+def padded_text_case(text_len: int, valid_text: float, density: float, empty_rows: int):
+    """Two videos of 100 tokens in 32-token blocks, text keys with a random padding mask, a random block mask."""
+    b, h, n, d, block = 2, 2, 100, 32, 32
     q, k, v = qkv(b, h, n, d, torch.float16)
     text = qkv(b, h, text_len, d, torch.float16, seed=3)[:2]
-    text_key_mask = torch.rand(b, text_len, generator=torch.Generator().manual_seed(4)) < 0.7
+    text_key_mask = torch.rand(b, text_len, generator=torch.Generator().manual_seed(4)) < valid_text
+    mask = random_block_mask(b, h, math.ceil(n / block), density, empty_rows=empty_rows)
+    return (q, k, v, mask, block), text, text_key_mask
+
+
+@interpreter_only
+def test_text_columns_with_padding_and_empty_visual_rows():
+    case, text, text_key_mask = padded_text_case(text_len=40, valid_text=0.7, density=0.3, empty_rows=2)
     text_key_mask[1] = False  # batch 1 has no valid text key: its empty visual rows stay empty
-    mask = random_block_mask(b, h, math.ceil(n / block), 0.3, empty_rows=2)
-    out, lse = compare_with_reference(q, k, v, mask, block, text=text, text_key_mask=text_key_mask)
+    block = case[-1]
+    out, lse = compare_with_reference(*case, text=text, text_key_mask=text_key_mask)
     assert torch.isfinite(lse[0]).all(), "with text keys no row of batch 0 is empty"
     assert torch.isneginf(lse[1, 0, : 2 * block]).all()
 
@@ -106,13 +113,10 @@ def test_pooled_columns_of_dropped_blocks(b, h, n, d, block):
 @interpreter_only
 def test_pooled_columns_with_text_padding_and_element_mask():
     """The pooled columns are independent of the text padding mask and of an element mask inside kept blocks."""
-    b, h, n, d, block, text_len = 2, 2, 100, 32, 32, 12
-    q, k, v = qkv(b, h, n, d, torch.float16)
-    text = qkv(b, h, text_len, d, torch.float16, seed=3)[:2]
-    text_key_mask = torch.rand(b, text_len, generator=torch.Generator().manual_seed(4)) < 0.6
-    element_mask = ((torch.arange(n)[:, None] - torch.arange(n)[None, :]).abs() <= 40)[None, None]
-    mask = random_block_mask(b, h, math.ceil(n / block), 0.4, empty_rows=1)
-    compare_with_reference(q, k, v, mask, block, text=text, text_key_mask=text_key_mask, element_mask=element_mask,
+    case, text, text_key_mask = padded_text_case(text_len=12, valid_text=0.6, density=0.4, empty_rows=1)
+    rows = torch.arange(case[0].shape[2])
+    element_mask = ((rows[:, None] - rows[None, :]).abs() <= 40)[None, None]
+    compare_with_reference(*case, text=text, text_key_mask=text_key_mask, element_mask=element_mask,
                            estimate_dropped=True)
 
 
