@@ -4,7 +4,9 @@ For every shape and density the three run on the same q/k/v and the same block m
 and query block, `density` of the key blocks kept, always including the diagonal). Reported per row:
 median ms, effective TFLOP/s on the kept work (4*D * kept query-key pairs / time) and that rate over
 cuDNN's dense rate. Also measured: backward, the pattern planner and the fused SLA forward/backward at
-Wan 480p, and the kernel with `rectified`'s pooled columns of the dropped blocks against it without them. Results go to <out>/kernels.csv and <out>/kernels.json; a table is printed last.
+Wan 480p, and the kernel with `rectified`'s pooled columns of the dropped blocks against it without them.
+Where NVIDIA's cuDNN frontend is installed (swiftdit[hopper]), its block-sparse kernel runs beside ours at
+64-token blocks on the same table (`cudnn_frontend_bsa`). Results go to <out>/kernels.csv and <out>/kernels.json; a table is printed last.
 
     python benchmarks/bench_kernels.py --out bench_out            # the full set (H100: ~5 min)
     python benchmarks/bench_kernels.py --out bench_out --quick    # Wan 480p only, fewer densities
@@ -27,7 +29,7 @@ import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
-from swiftdit.kernels.block_sparse_attention import block_mask_to_index_table, block_sparse_attention
+from swiftdit.kernels.block_sparse_attention import block_mask_to_index_table, block_sparse_attention, cudnn_frontend
 from swiftdit.kernels.block_sparse_planning import plan_block_sparse
 from swiftdit.kernels.sparse_linear_attention import sparse_linear_attention
 
@@ -138,9 +140,15 @@ def attention_rows(shape_key: str, densities, block: int, quick: bool, with_flex
         kept_density = flops / dense_flops
 
         def ours():
-            return block_sparse_attention(q, k, v, kv_indices, kv_counts, block, text_k=text_k, text_v=text_v)
+            return block_sparse_attention(q, k, v, kv_indices, kv_counts, block, text_k=text_k, text_v=text_v,
+                                          backend="triton")
 
         candidates = [("swiftdit_triton", ours)]
+        if not t and cudnn_frontend.cudnn_frontend_takes(q, block, has_text=False, has_element_mask=False,
+                                                         estimate_dropped=False, needs_grad=False):
+            # NVIDIA's FA3-derived block-sparse kernel, where installed (swiftdit[hopper]): the same table.
+            candidates.append(("cudnn_frontend_bsa", lambda: block_sparse_attention(
+                q, k, v, kv_indices, kv_counts, block, backend="cudnn-frontend")))
         note = ""
         if flex is not None:
             fmask = flex_block_mask(mask, n, block, t)
@@ -149,7 +157,7 @@ def attention_rows(shape_key: str, densities, block: int, quick: bool, with_flex
             tiles = {"BLOCK_M": block, "BLOCK_N": block} if block != 128 else None
             candidates.append(("flex_compiled", lambda: flex(q, *flex_keys, block_mask=fmask, kernel_options=tiles)))
             with torch.no_grad():
-                err = (ours()[0].float() - candidates[1][1]().float()).abs().max().item()
+                err = (ours()[0].float() - candidates[-1][1]()).float().abs().max().item()
             note = f"max|ours-flex|={err:.2e}"
         for name, fn in candidates:
             with torch.no_grad():

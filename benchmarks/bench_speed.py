@@ -973,8 +973,8 @@ def parse_args(argv=None):
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--settings", nargs="+", default=["default", "aggressive"], choices=list(SETTING_NAMES),
-                        help="bench_quality's settings; low-density (sparse, rectified), history and calibrated "
-                             "(rectified) are not timed by default")
+                        help="bench_quality's settings; low-density (sparse, rectified), reused (sparse), history "
+                             "and calibrated (rectified) are not timed by default")
     parser.add_argument("--skip", nargs="*", default=[], choices=["forward", "generation", "peers", "dense-generation"],
                         help="parts to leave out; dense-generation reuses a dense generation from --append'ed results")
     parser.add_argument("--hunyuan-all-settings", action="store_true",

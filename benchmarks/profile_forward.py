@@ -7,6 +7,10 @@ bench_speed.py's, so the figures line up with its forward table.
 
     python benchmarks/profile_forward.py --shape wan720 --method clear --options '{"radius": 4}' --out prof
     python benchmarks/profile_forward.py --shape wan720 --method no_self_attention --out prof
+    python benchmarks/profile_forward.py --method rectified --options '{"rectify": "history"}' --reuse-step --out prof
+
+--reuse-step profiles a step that reuses the plan of the step before (as bench_speed's "reuse step" rows): each
+profiled or warm-up forward follows an untimed one at another timestep that plans.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ def main() -> None:
     parser.add_argument("--options", default="{}", help="the method's options as JSON")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--top", type=int, default=25, help="kernels listed")
+    parser.add_argument("--reuse-step", action="store_true",
+                        help="profile a step that reuses the previous step's plan (refresh_every > 1)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -58,12 +64,21 @@ def main() -> None:
         elif args.method != "dense":
             swiftdit.enable_efficient_attention(transformer, args.method, **options)
 
-        def forward():
+        def forward(previous_step: bool = False):
+            # Another timestep makes the runtime count a new denoising step (bench_speed's forward does the same).
+            step_inputs = {**inputs, "timestep": inputs["timestep"] + 1} if previous_step else inputs
             with torch.no_grad():
-                transformer(**inputs)
+                transformer(**step_inputs)
+
+        def prepare():
+            if args.reuse_step:
+                swiftdit.attention_session(transformer).reset_call_state()
+                forward(previous_step=True)
 
         for _ in range(args.warmup):
+            prepare()
             forward()
+        prepare()
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
             started = time.perf_counter()
@@ -73,7 +88,8 @@ def main() -> None:
     events = [e for e in trace.key_averages() if e.device_time_total > 0]
     kernel_total = sum(e.self_device_time_total for e in events) / 1e6
     events.sort(key=lambda e: e.self_device_time_total, reverse=True)
-    lines = [f"{args.shape} {args.method} {options}: wall {wall:.4f} s (under the profiler), kernels "
+    step = " (reuse step)" if args.reuse_step else ""
+    lines = [f"{args.shape} {args.method} {options}{step}: wall {wall:.4f} s (under the profiler), kernels "
              f"{kernel_total:.4f} s summed", "| ms total | calls | ms per call | kernel |", "|---|---|---|---|"]
     for e in events[: args.top]:
         ms = e.self_device_time_total / 1e3
@@ -83,6 +99,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     label = args.method + ("-" + "-".join(f"{k}{v}" for k, v in options.items()) if options else "")
+    label += "-reuse-step" if args.reuse_step else ""
     (out / f"{args.shape}-{label}.txt").write_text(text + "\n")
 
 

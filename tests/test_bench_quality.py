@@ -27,17 +27,17 @@ def quick_result(bench_quality, tmp_path_factory):
 def test_every_setting_is_measured_against_dense(quick_result):
     result, out = quick_result
     labels = [(s["method"], s["setting"]) for s in result["summaries"]]
-    assert labels == [("sparse", "default"), ("sparse", "aggressive"), ("sparse", "low-density"),
+    assert labels == [("sparse", "default"), ("sparse", "aggressive"), ("sparse", "low-density"), ("sparse", "reused"),
                       ("radial", "default"), ("radial", "aggressive")]  # radial has no low-density setting
-    assert len(result["records"]) == 5  # 1 prompt x 1 seed per setting
+    assert len(result["records"]) == 6  # 1 prompt x 1 seed per setting
     for summary in result["summaries"]:
         assert summary["psnr_worst"] <= summary["psnr_mean"]
         assert 0.0 <= summary["ssim_worst"] <= summary["ssim_mean"] <= 1.0
         assert set(summary["adherence"]) == {"color", "shape", "direction"}
         assert summary["attention_relative_error_per_layer"], "no layer's attention error was captured"
     saved = json.loads((out / "quality.json").read_text())
-    assert [s["method"] for s in saved["summaries"]] == ["sparse", "sparse", "sparse", "radial", "radial"]
-    assert (out / "quality.csv").read_text().count("\n") == 6
+    assert [s["method"] for s in saved["summaries"]] == ["sparse"] * 4 + ["radial"] * 2
+    assert (out / "quality.csv").read_text().count("\n") == 7
 
 
 def test_dropping_blocks_shows_as_density_and_attention_error(quick_result):

@@ -4,6 +4,9 @@
 Triton kernels (forward + backward through an autograd Function); elsewhere it runs the plain-PyTorch
 reference in `naive.py`. `backend="triton"` forces the kernels (on CPU tensors that needs
 TRITON_INTERPRET=1, which the tests use), `backend="reference"` forces the reference.
+Where NVIDIA's cuDNN frontend is installed (`swiftdit[hopper]`), "auto" runs the forward-only calls it can
+take at 64-token blocks on a Hopper GPU with its kernel instead (cudnn_frontend.py says why and what it
+lacks); `backend="cudnn-frontend"` forces it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import math
 import torch
 
 from ..block_index_table import block_mask_to_index_table
+from . import cudnn_frontend
+from .cudnn_frontend import cudnn_frontend_block_sparse_attention, cudnn_frontend_takes
 from .naive import (
     block_sparse_attention_reference,
     index_table_to_block_mask,
@@ -25,7 +30,7 @@ from .window import (
     window_dense_mask,
 )
 
-BACKENDS = ("auto", "triton", "reference")
+BACKENDS = ("auto", "triton", "reference", "cudnn-frontend")
 TRITON_BLOCK_SIZES = (32, 64, 128)
 TRITON_MAX_HEAD_DIM = 256
 TRITON_DTYPES = (torch.bfloat16, torch.float16)
@@ -79,7 +84,7 @@ def uses_triton(q: torch.Tensor, block_size: int, backend: str) -> bool:
     """Whether `backend` resolves to the Triton kernels for these inputs (ValueError if it cannot)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "reference":
+    if backend in ("reference", "cudnn-frontend"):
         return False
     supported = block_size in TRITON_BLOCK_SIZES and q.shape[-1] <= TRITON_MAX_HEAD_DIM
     if backend == "auto":
@@ -123,6 +128,19 @@ def block_sparse_attention(
     if estimate_dropped and not scale > 0:
         raise ValueError(f"estimate_dropped=True needs a positive scale (the pooled columns' bias is log n_j / "
                          f"scale), got scale={scale!r}")
+    if backend in ("auto", "cudnn-frontend"):
+        needs_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (q, k, v, text_k, text_v))
+        takes = cudnn_frontend_takes(q, block_size, has_text=text_k is not None,
+                                     has_element_mask=element_mask is not None, estimate_dropped=estimate_dropped,
+                                     needs_grad=needs_grad)
+        if backend == "cudnn-frontend" and not takes:
+            raise ValueError(
+                "backend='cudnn-frontend' needs the cuDNN frontend installed (swiftdit[hopper]), a Hopper GPU, "
+                "bf16/fp16 q/k/v with head_dim in (64, 96, 128), block_size 64, and no text columns, element mask, "
+                "estimate_dropped or gradients")
+        if takes:
+            return cudnn_frontend_block_sparse_attention(q, k, v, kv_indices, kv_counts, block_size, scale)
     if not uses_triton(q, block_size, backend):
         return block_sparse_attention_reference(
             q, k, v, kv_indices, kv_counts, block_size, text_k=text_k, text_v=text_v,
@@ -138,6 +156,7 @@ def block_sparse_attention(
 
 
 __all__ = [
+    "cudnn_frontend",
     "LocalWindowMask",
     "PooledColumns",
     "mean_pool_torch",

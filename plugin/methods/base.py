@@ -141,12 +141,16 @@ class AttentionMethod:
 
 
 def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern, *, return_lse: bool = True,
-                        estimate_dropped: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                        estimate_dropped: bool = False, output_scale: torch.Tensor | None = None,
+                        output_addend: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run block-sparse attention for a pattern; returns (out, lse) in the original token order.
 
     With return_lse=False the LSE may be None, which lets the CPU path use PyTorch's fused SDPA.
     estimate_dropped: also attend each dropped key block's pooled column (`rectified`), blocks taken in the
     pattern's token order.
+    output_scale (B, H, N) and output_addend (B, H, N, D), in the original order: out becomes
+    output_scale * out + output_addend, fused into the pass that restores the token order (`rectified`'s cached
+    corrections); the LSE is the attention's own.
     """
     q, k, v, visual_mask = inputs.q, inputs.k, inputs.v, inputs.visual_mask
     order = pattern.token_order
@@ -166,7 +170,7 @@ def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern, *,
         text_k=inputs.text_k, text_v=inputs.text_v, text_key_mask=inputs.text_key_mask,
         element_mask=element_mask, scale=inputs.scale, return_lse=return_lse, estimate_dropped=estimate_dropped,
     )
-    out = restore_token_order(out, pattern)
+    out = restore_token_order(out, pattern, row_scale=output_scale, addend=output_addend)
     lse = None if lse is None else restore_token_order(lse, pattern)
     return out, lse
 

@@ -129,11 +129,19 @@ def reorder_tokens(x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
     return x if order is None else permute_tokens(x, order)
 
 
-def restore_token_order(x: torch.Tensor, pattern: BlockPattern) -> torch.Tensor:
+def restore_token_order(x: torch.Tensor, pattern: BlockPattern, *, row_scale: torch.Tensor | None = None,
+                        addend: torch.Tensor | None = None) -> torch.Tensor:
     """Undo `reorder_tokens` with the pattern's token order: per-token tensors (B, H, N, ...) back to raster
-    order (the pattern computes the inverse order once, for every call it serves)."""
+    order (the pattern computes the inverse order once, for every call it serves).
+
+    row_scale (B, H, N) and addend (x's shape), in raster order, give row_scale * x + addend in the same pass
+    (float32, rounded once to x's dtype), also when the pattern keeps raster order."""
     inverse = pattern.inverse_token_order()
-    return x if inverse is None else permute_tokens(x, inverse)
+    if row_scale is None and addend is None:
+        return x if inverse is None else permute_tokens(x, inverse)
+    if inverse is None:
+        inverse = torch.arange(x.shape[2], device=x.device)
+    return permute_tokens(x, inverse, row_scale=row_scale, addend=addend)
 
 
 # ----------------------------------------------------------------------------------------------- pooling

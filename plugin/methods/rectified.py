@@ -184,14 +184,19 @@ class RectifiedAttention(SparseAttention):
             return self._attend_calibrated(inputs, pattern)
         return self._pooled_output(inputs, pattern)
 
-    def _pooled_output(self, inputs: VisualAttentionInputs, pattern: BlockPattern) -> torch.Tensor:
+    def _pooled_output(self, inputs: VisualAttentionInputs, pattern: BlockPattern,
+                       correction: torch.Tensor | None = None) -> torch.Tensor:
+        """The pooled estimate's output, plus `correction` (calibrated's cached error) where given: added in
+        float32 as the output returns to raster order, rounded once."""
         if inputs.visual_mask is not None:
             # A model-imposed token mask (diffusion forcing) cannot be honoured by a pooled estimate.
-            return attend_with_pattern(inputs, pattern, return_lse=False)[0]
+            return attend_with_pattern(inputs, pattern, return_lse=False, output_addend=correction)[0]
         if self.config.pooled_estimate == "token":
             # The kernel walks each dropped block's pooled column after the kept blocks, in one softmax.
-            return attend_with_pattern(inputs, pattern, return_lse=False, estimate_dropped=True)[0]
-        return block_rectification(inputs, pattern, attend_with_pattern(inputs, pattern, return_lse=False)[0])
+            return attend_with_pattern(inputs, pattern, return_lse=False, estimate_dropped=True,
+                                       output_addend=correction)[0]
+        out = block_rectification(inputs, pattern, attend_with_pattern(inputs, pattern, return_lse=False)[0])
+        return out if correction is None else (out.float() + correction.float()).to(out.dtype)
 
     def supports_kv_cache_calls(self) -> bool:
         # The history lives in the cached pattern's extras; a KV-cache call's restricted copy would refresh
@@ -213,24 +218,28 @@ class RectifiedAttention(SparseAttention):
         step (every `refresh_every` steps, per denoiser, layer and CFG branch) and drops its patterns at
         the end of every pipeline call, so the history is measured exactly when a pattern is new, reused
         while the pattern is, never leaks into the next call, and counts in the pattern cache's memory."""
+        if _has_history(pattern):
+            history = pattern.extras
+            history["sparse_calls"] += 1
+            ratio = history["kept_share"]
+            if self.config.ratio_drift:
+                ratio = (ratio + self.config.ratio_drift * history["sparse_calls"]).clamp(max=1.0)
+            # r_i O_sparse + delta in the pass that restores the token order.
+            return attend_with_pattern(inputs, pattern, return_lse=False, output_scale=ratio,
+                                       output_addend=history["residual"])[0]
         out_sparse, lse_sparse = attend_with_pattern(inputs, pattern)
-        if not _has_history(pattern):
-            out_full, lse_full = full_attention(inputs, pattern, (out_sparse, lse_sparse))
-            # Rounding can put the kept part's LSE a hair above the full one.
-            kept_share = (lse_sparse - lse_full).exp().clamp(max=1.0)
-            residual = out_full - kept_share[..., None] * out_sparse.float()
-            remember(pattern, kept_share=kept_share, residual=residual.to(out_sparse.dtype), sparse_calls=0)
-            return out_full.to(out_sparse.dtype)
-        history = pattern.extras
-        history["sparse_calls"] += 1
-        ratio = (history["kept_share"] + self.config.ratio_drift * history["sparse_calls"]).clamp(max=1.0)
-        return (ratio[..., None] * out_sparse.float() + history["residual"].float()).to(out_sparse.dtype)
+        out_full, lse_full = full_attention(inputs, pattern, (out_sparse, lse_sparse))
+        # Rounding can put the kept part's LSE a hair above the full one.
+        kept_share = (lse_sparse - lse_full).exp().clamp(max=1.0)
+        residual = out_full - kept_share[..., None] * out_sparse.float()
+        remember(pattern, kept_share=kept_share, residual=residual.to(out_sparse.dtype), sparse_calls=0)
+        return out_full.to(out_sparse.dtype)
 
     def _attend_calibrated(self, inputs: VisualAttentionInputs, pattern: BlockPattern) -> torch.Tensor:
         """The pooled output plus its error at the last refresh step (kept like Re-ttention's history)."""
-        out_pooled = self._pooled_output(inputs, pattern)
         if _has_history(pattern):
-            return out_pooled + pattern.extras["estimate_error"]  # computed in float32 inside, rounded once
+            return self._pooled_output(inputs, pattern, correction=pattern.extras["estimate_error"])
+        out_pooled = self._pooled_output(inputs, pattern)
         out_full, _ = full_attention(inputs, pattern)
         remember(pattern, estimate_error=(out_full - out_pooled.float()).to(out_pooled.dtype))
         return out_full.to(out_pooled.dtype)
