@@ -67,9 +67,10 @@ LOW_DENSITY = {"sparse": dict(LOW_DENSITY_SELECTION), "rectified": dict(LOW_DENS
 # The same selection with the dropped part measured at refresh steps (every 5th sparse step, Re-ttention's
 # interval), which compute every pair: Re-ttention's history, and the pooled estimate calibrated by its error.
 HISTORY = {"rectified": {**LOW_DENSITY_SELECTION, "rectify": "history", "refresh_every": 5}}
-# The low-density selection planned every 5th step and reused in between (Re-ttention's interval), with no
-# correction: what pattern reuse alone costs in quality, and the sparse step whose forward is kernel-bound.
-REUSED = {"sparse": {**LOW_DENSITY_SELECTION, "refresh_every": 5}}
+# The low-density selection at the 90% sparsity, planned every 5th step and reused in between
+# (Re-ttention's interval), with no correction: the sparse step whose forward is the kernel and the token
+# reorder only, and what pattern reuse alone costs in quality.
+REUSED = {"sparse": {**LOW_DENSITY_SELECTION, "density": 0.10, "refresh_every": 5}}
 CALIBRATED = {"rectified": {**LOW_DENSITY_SELECTION, "rectify": "calibrated", "refresh_every": 5}}
 # Options per setting name and method; "default" is every method's own defaults.
 SETTINGS = {"default": {}, "aggressive": AGGRESSIVE, "low-density": LOW_DENSITY, "reused": REUSED,
