@@ -232,7 +232,7 @@ class RectifiedAttention(SparseAttention):
         # Rounding can put the kept part's LSE a hair above the full one.
         kept_share = (lse_sparse - lse_full).exp().clamp(max=1.0)
         residual = out_full - kept_share[..., None] * out_sparse.float()
-        remember(pattern, kept_share=kept_share, residual=residual.to(out_sparse.dtype), sparse_calls=0)
+        remember(pattern, kept_share=kept_share, residual=in_layout_of(out_sparse, residual), sparse_calls=0)
         return out_full.to(out_sparse.dtype)
 
     def _attend_calibrated(self, inputs: VisualAttentionInputs, pattern: BlockPattern) -> torch.Tensor:
@@ -241,7 +241,7 @@ class RectifiedAttention(SparseAttention):
             return self._pooled_output(inputs, pattern, correction=pattern.extras["estimate_error"])
         out_pooled = self._pooled_output(inputs, pattern)
         out_full, _ = full_attention(inputs, pattern)
-        remember(pattern, estimate_error=(out_full - out_pooled.float()).to(out_pooled.dtype))
+        remember(pattern, estimate_error=in_layout_of(out_pooled, out_full - out_pooled.float()))
         return out_full.to(out_pooled.dtype)
 
 
@@ -267,6 +267,12 @@ def full_attention(inputs: VisualAttentionInputs, pattern: BlockPattern,
     lse_full = torch.logaddexp(lse_sparse, lse_dropped)
     kept_share = (lse_sparse - lse_full).exp()[..., None]
     return kept_share * out_sparse.float() + (1 - kept_share) * out_dropped.float(), lse_full
+
+
+def in_layout_of(output: torch.Tensor, correction: torch.Tensor) -> torch.Tensor:
+    """A cached correction in the output's dtype and memory layout (cuDNN's refresh output is laid out
+    otherwise): the sparse steps add it while restoring the token order, which reads it row by row."""
+    return torch.empty_like(output).copy_(correction)
 
 
 def remember(pattern: BlockPattern, **history) -> None:
