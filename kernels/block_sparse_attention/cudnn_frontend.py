@@ -22,6 +22,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .pooled import block_token_counts
+
 AUTO_BLOCK_SIZES = (64,)
 HEAD_DIMS = (64, 96, 128)
 DTYPES = (torch.bfloat16, torch.float16)
@@ -50,15 +52,6 @@ def cudnn_frontend_takes(q: torch.Tensor, block_size: int, *, has_text: bool, ha
     return torch.cuda.get_device_capability(q.device)[0] == HOPPER and forward_entry() is not None
 
 
-@functools.lru_cache(maxsize=16)
-def key_block_sizes(num_tokens: int, block_size: int, device: torch.device) -> torch.Tensor:
-    """Tokens per key block (int32): block_size everywhere but a short last block."""
-    n_blocks = math.ceil(num_tokens / block_size)
-    sizes = torch.full((n_blocks,), block_size, dtype=torch.int32)
-    sizes[-1] = num_tokens - (n_blocks - 1) * block_size
-    return sizes.to(device)
-
-
 def cudnn_frontend_block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                           kv_indices: torch.Tensor, kv_counts: torch.Tensor, block_size: int,
                                           scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,6 +67,7 @@ def cudnn_frontend_block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: t
     n_q_blocks = kv_indices.shape[2]
     indices = kv_indices.expand(b, h, n_q_blocks, -1).to(torch.int32).contiguous()
     counts = kv_counts.expand(b, h, n_q_blocks).to(torch.int32).contiguous()
-    result = forward(q, k, v, indices, block_sizes=key_block_sizes(n, block_size, q.device), q2k_block_nums=counts,
+    sizes = block_token_counts(n, block_size, q.device, torch.int32)  # masks a short last key block
+    result = forward(q, k, v, indices, block_sizes=sizes, q2k_block_nums=counts,
                      sparse_block_size=block_size, allow_empty_block_nums=True, softmax_scale=scale, layout="bhsd")
     return result["o_tensor"][:, :, :n], result["lse_tensor"][:, :, :n].float()

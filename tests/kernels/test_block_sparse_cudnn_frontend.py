@@ -25,11 +25,6 @@ def test_auto_keeps_cpu_calls_and_forcing_it_names_what_it_needs():
         block_sparse_attention(q, k, v, kv_indices, kv_counts, 64, backend="cudnn-frontend")
 
 
-def test_short_last_key_block_size():
-    sizes = cudnn_frontend.key_block_sizes(130, 64, torch.device("cpu"))
-    assert sizes.dtype == torch.int32 and sizes.tolist() == [64, 64, 2]
-
-
 def test_inputs_are_shaped_for_the_kernel(monkeypatch):
     """A stand-in for NVIDIA's forward checks the contract its SM90 kernel states (query length a multiple of
     64, int32 tables with one row per (batch, head, query block), block sizes) and answers with the
