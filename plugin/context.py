@@ -7,7 +7,9 @@ and branch from the transformer hook, layout from the adapter) and hands it to t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import torch
 
 from .layout import TokenLayout
 
@@ -39,6 +41,9 @@ class AttentionCall:
     is_cross: bool
     step: StepInfo
     layout: TokenLayout
+    # The order the visual rows of q and k arrive in (raster indices per position), when the runtime holds the
+    # method's token order through the forward; None: raster. Not part of equality (tensors).
+    token_order: torch.Tensor | None = field(default=None, compare=False)
 
     @property
     def cache_key(self) -> tuple:

@@ -82,6 +82,10 @@ def _swiftdit_backend(
     from diffusers.models.attention_dispatch import dispatch_attention_fn
 
     layer = ACTIVE_LAYER.get()
+    if layer is not None and layer.token_order is not None and attn_mask is not None:
+        # The tokens were reordered at the patch embedding; a mask in raster order would meet the wrong pairs.
+        raise RuntimeError(f"{layer.info.name}: an attention mask reached a forward that holds a token order; "
+                           "the adapter's token_order_processors must not list a processor that passes one")
 
     def dense():
         extra = {"return_lse": True} if return_lse else None

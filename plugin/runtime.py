@@ -1,13 +1,15 @@
 """The session: hooks that know step, layer and grid, and the path of one sparse attention call.
 
     pipe(...)                          class-level __call__ wrapper: session.begin_pipeline_call()
-      transformer.forward              DenoiserHook: step index, CFG branch, latent grid
+      transformer.forward              DenoiserHook: step index, CFG branch, latent grid, held token order
+        patch embedding, rotary table  TokenOrderHook: tokens put in the method's order once per forward
         attention module forward       AttentionLayerHook: layer identity; dense or sparse at this step
           processor -> attention op    intercept.py: plugin backend or SDPA interception
             session.run_layer_attention(...)
               method.plan  (PatternCache: reused for refresh_every steps)
               method.attend (visual rows; text keys always attended)
               text rows: exact dense attention
+        output projection              TokenOrderHook: tokens back to raster order
 
 Hooks are diffusers `ModelHook`s so they compose with diffusers' own cache hooks and are removed
 cleanly. Every Python-side decision runs outside torch.compile'd graphs (`torch._dynamo.disable`), so
@@ -41,6 +43,7 @@ from .intercept import (
     split_attention_mask,
     text_row_mask,
 )
+from .kernels.token_permutation import inverse_permutation
 from .layout import TokenLayout
 from .methods import AttentionMethod, VisualAttentionInputs
 from .methods.base import default_scale
@@ -49,6 +52,7 @@ from .pattern_cache import PatternCache
 
 DENOISER_HOOK = "swiftdit_denoiser"
 LAYER_HOOK = "swiftdit_attention_layer"
+TOKEN_ORDER_HOOK = "swiftdit_token_order"
 
 
 class StepTracker:
@@ -91,6 +95,10 @@ class StepTracker:
 class ForwardState:
     step: StepInfo
     grid: tuple[int, int, int]
+    # The method's token order, held from the patch embedding to the output projection (TokenOrderHook);
+    # None: tokens stay in raster order and each attention call reorders its own q, k, v.
+    token_order: torch.Tensor | None = None
+    inverse_token_order: torch.Tensor | None = None
 
 
 @dataclass
@@ -105,6 +113,7 @@ class LayerCall:
     sparse: bool
     step: StepInfo | None
     grid: tuple[int, int, int] | None
+    token_order: torch.Tensor | None = None  # the order q, k, v's visual rows arrive in (ForwardState)
     op_index: int = 0  # attention ops run so far in this module forward (Mochi loops over the batch)
 
 
@@ -118,7 +127,10 @@ class DenoiserEntry:
     modules: list[AttentionModuleInfo]
     swapped: list[tuple[str, torch.nn.Module]] = field(default_factory=list)
     saved_backends: dict[str, object] = field(default_factory=dict)
+    token_order_hooked: list[torch.nn.Module] = field(default_factory=list)
     forward: ForwardState | None = None
+    # Why the last forward did not hold the method's token order (None: it did, or the method has none).
+    token_order_blocker: str | None = None
 
 
 class _NoState(BaseState):
@@ -180,6 +192,38 @@ class AttentionLayerHook(ModelHook):
                 return self.fn_ref.original_forward(*args, **kwargs)
         finally:
             ACTIVE_LAYER.reset(token)
+
+
+class TokenOrderHook(ModelHook):
+    """On the submodules an adapter names in `token_order_modules`: while a forward holds a token order, the
+    patch embedding's output and the rotary table are put in that order and the output projection's output
+    back in raster order. Every block then runs on reordered tokens, and the swapped self-attention layers
+    find q, k and v already in their patterns' order: one gather per forward instead of four per layer."""
+
+    def __init__(self, entry: DenoiserEntry, role: str):
+        super().__init__()
+        self.entry, self.role = entry, role
+
+    @torch._dynamo.disable
+    def post_forward(self, module, output):
+        forward = self.entry.forward
+        order = None if forward is None else forward.token_order
+        if order is None:
+            return output
+        if self.role == "patchify":  # (B, C, T, H, W): reorder the flattened grid positions
+            return output.flatten(2).index_select(2, order).view(output.shape)
+        if self.role == "positions":
+            if isinstance(output, tuple):
+                return tuple(t.index_select(1, order) for t in output)
+            return output.index_select(1, order)
+        return output.index_select(1, forward_inverse_order(forward))
+
+
+def forward_inverse_order(forward: ForwardState) -> torch.Tensor:
+    """The inverse of the held order (computed once per forward, on the first use)."""
+    if forward.inverse_token_order is None:
+        forward.inverse_token_order = inverse_permutation(forward.token_order)
+    return forward.inverse_token_order
 
 
 @torch._dynamo.disable
@@ -262,6 +306,14 @@ class EfficientAttentionSession:
             HookRegistry.check_if_exists_or_initialize(module).register_hook(
                 AttentionLayerHook(self, entry, info, layer_index), LAYER_HOOK
             )
+        for name, role in adapter.token_order_modules.items():
+            try:
+                submodule = model.get_submodule(name)
+            except AttributeError:
+                continue
+            HookRegistry.check_if_exists_or_initialize(submodule).register_hook(TokenOrderHook(entry, role),
+                                                                                TOKEN_ORDER_HOOK)
+            entry.token_order_hooked.append(submodule)
         registry.invalidate_child_registries_cache()
         return entry
 
@@ -273,6 +325,10 @@ class EfficientAttentionSession:
                     registry.remove_hook(LAYER_HOOK, recurse=False)
                 if name in entry.saved_backends and module.processor._attention_backend == BACKEND_NAME:
                     module.processor._attention_backend = entry.saved_backends[name]
+            for submodule in entry.token_order_hooked:
+                registry = getattr(submodule, "_diffusers_hook", None)
+                if registry is not None and registry.get_hook(TOKEN_ORDER_HOOK) is not None:
+                    registry.remove_hook(TOKEN_ORDER_HOOK, recurse=False)
             registry = getattr(entry.model, "_diffusers_hook", None)
             if registry is not None:
                 if registry.get_hook(DENOISER_HOOK) is not None:
@@ -303,7 +359,21 @@ class EfficientAttentionSession:
         num_steps = getattr(cache_context, "num_inference_steps", None) or self._pipeline_num_steps()
         branch = cache_context.name if cache_context is not None else f"pass{pass_index}"
         grid = tuple(int(g) for g in entry.adapter.grid(arguments))
-        entry.forward = ForwardState(StepInfo(step_index, num_steps, branch, entry.key), grid)
+        entry.forward = ForwardState(StepInfo(step_index, num_steps, branch, entry.key), grid,
+                                     self._token_order_to_hold(entry, arguments, grid))
+
+    def _token_order_to_hold(self, entry: DenoiserEntry, arguments: dict, grid) -> torch.Tensor | None:
+        """The method's token order for this forward's grid, when the adapter can hold it through the forward.
+        Held at dense steps too, so that every forward of a call has the same token order between the hooks
+        (diffusers' cache hooks reuse block outputs across steps)."""
+        entry.token_order_blocker = None
+        if not (self.config.hold_token_order and self.method.sparsifies):
+            return None
+        blocker = entry.adapter.token_order_blocker(arguments, [module for _, module in entry.swapped])
+        if blocker is not None:
+            entry.token_order_blocker = blocker
+            return None
+        return self.method.token_order(grid, entry.adapter.token_device(arguments))
 
     def _pipeline_num_steps(self) -> int | None:
         pipe = self._pipeline_ref() if self._pipeline_ref is not None else None
@@ -333,7 +403,8 @@ class EfficientAttentionSession:
             and not self.config.is_dense_step(forward.step.step_index, forward.step.num_steps)
         )
         return LayerCall(self, entry, info, layer_index, fallback, sparse,
-                         forward.step if forward else None, forward.grid if forward else None)
+                         forward.step if forward else None, forward.grid if forward else None,
+                         forward.token_order if forward else None)
 
     def note_dense_fallback(self, layer: LayerCall, reason: str) -> None:
         self.stats.dense_fallbacks[layer.info.name] = reason
@@ -351,6 +422,9 @@ class EfficientAttentionSession:
             k = k.repeat_interleave(heads // k.shape[1], dim=1)
             v = v.repeat_interleave(heads // v.shape[1], dim=1)
         cached = k.shape[2] - q.shape[2]
+        if cached and layer.token_order is not None:
+            raise RuntimeError(f"{layer.info.name}: cached keys reached a forward that holds a token order; the "
+                               "adapter's token_order_processors must not list a processor that passes them")
         if cached < 0:
             raise UnsupportedCall(f"{q.shape[2]} queries against only {k.shape[2]} keys")
         forward_tokens = layer.grid[0] * layer.grid[1] * layer.grid[2]
@@ -392,7 +466,7 @@ class EfficientAttentionSession:
         visual, text = layout.visual_slice, layout.text_slice
         text_key_mask, visual_mask = split_attention_mask(attn_mask, batch, seq_len, visual, text)
         call = AttentionCall(layer.info.name, layer.layer_index, len(layer.denoiser.swapped), False, layer.step,
-                             layout)
+                             layout, token_order=layer.token_order)
         q_vis, k_vis, v_vis = q[:, :, visual], k[:, :, visual], v[:, :, visual]
         pattern = self._pattern(call, layer, q_vis, k_vis)
         layer.op_index += 1
@@ -400,7 +474,7 @@ class EfficientAttentionSession:
             q_vis, k_vis, v_vis, default_scale(head_dim, scale),
             text_k=k[:, :, text] if layout.text_len else None,
             text_v=v[:, :, text] if layout.text_len else None,
-            text_key_mask=text_key_mask, visual_mask=visual_mask,
+            text_key_mask=text_key_mask, visual_mask=visual_mask, token_order=layer.token_order,
         )
         if query_start:
             pattern, density = only_query_rows(pattern, query_start)

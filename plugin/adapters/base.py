@@ -44,6 +44,19 @@ class ModelAdapter:
     visual_only_pattern: ClassVar[str | None] = None
     # Reasons shown in the report for attention modules that stay dense, by regex on the name.
     dense_reasons: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # Holding a method's token order through a whole forward (runtime.TokenOrderHook): the submodules whose
+    # outputs carry the visual tokens, by role. Everything between them must treat tokens one by one, except
+    # the swapped self-attention. Roles:
+    #   "patchify": output (B, C, T, H, W) that the model flattens into raster tokens;
+    #   "positions": output tensor (or tuple of tensors) with the tokens on dim 1 (the rotary table);
+    #   "unpatchify": output (B, N, C) with the tokens on dim 1, that the model folds back into the grid.
+    # Empty: the attention layers reorder q, k, v and the output themselves.
+    token_order_modules: ClassVar[dict[str, str]] = {}
+    # Model classes for which `token_order_modules` is known to be complete (variants that add token streams,
+    # such as control hints, are left out), and the self-attention processors known to pass neither an
+    # attention mask nor cached keys (a mask or a cache in raster order cannot meet reordered tokens).
+    token_order_models: ClassVar[tuple[str, ...]] = ()
+    token_order_processors: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
@@ -87,6 +100,22 @@ class ModelAdapter:
 
     def timestep(self, arguments: dict[str, Any]) -> torch.Tensor | None:
         return arguments.get("timestep")
+
+    def token_device(self, arguments: dict[str, Any]) -> torch.device:
+        """Where the forward's tokens live (the held token order is built there)."""
+        return arguments["hidden_states"].device
+
+    def token_order_blocker(self, arguments: dict[str, Any], self_attention: list[torch.nn.Module]) -> str | None:
+        """Why this forward cannot hold a token order (None: it can). `self_attention`: the swapped modules."""
+        if not self.token_order_modules or type(self.model).__name__ not in self.token_order_models:
+            return f"{type(self.model).__name__} has no token-order hooks"
+        if getattr(self.model, "_parallel_config", None) is not None:
+            return "context parallelism splits the tokens"
+        for module in self_attention:
+            processor = type(getattr(module, "processor", None)).__name__
+            if processor not in self.token_order_processors:
+                return f"self-attention processor {processor} may pass a mask or cached keys"
+        return None
 
     # -- helpers shared by adapters ----------------------------------------------------------------
     @staticmethod

@@ -22,7 +22,7 @@ import torch
 
 from ..context import AttentionCall
 from ..pattern import BlockPattern
-from ..validation import check_int
+from ..validation import check_bool, check_int
 from swiftdit.kernels.block_sparse_attention import LocalWindowMask, block_sparse_attention
 from .blocking import reorder_tokens, restore_token_order
 
@@ -37,18 +37,24 @@ class MethodConfig:
     dense_layers: an int N keeps the first N self-attention layers dense, or a tuple of explicit layer
         indices to keep dense.
     refresh_every: re-plan the pattern every k sparse steps and reuse it in between (1 = plan every step).
+    hold_token_order: for methods that reorder tokens into blocks, put the tokens in that order once per
+        transformer forward (the patch embedding's output, the rotary table, and back after the output
+        projection) instead of gathering q, k, v and the output in every layer. Only where the model's adapter
+        can (Wan, without per-token timesteps or attention masks); the output is the same up to rounding.
     """
 
     dense_steps: int = 0
     dense_last_steps: int = 0
     dense_layers: int | tuple[int, ...] = 0
     refresh_every: int = 1
+    hold_token_order: bool = True
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
         check_int(owner, "dense_steps", self.dense_steps, minimum=0)
         check_int(owner, "dense_last_steps", self.dense_last_steps, minimum=0)
         check_int(owner, "refresh_every", self.refresh_every, minimum=1)
+        check_bool(owner, "hold_token_order", self.hold_token_order)
         layers = self.dense_layers
         if isinstance(layers, list):
             object.__setattr__(self, "dense_layers", tuple(layers))
@@ -80,7 +86,9 @@ class VisualAttentionInputs:
     text_k, text_v: (B, H, L, D) text keys/values every visual query attends to (None without text).
     text_key_mask: (B, L) bool, False marks padded text tokens.
     visual_mask: (B|1, H|1, N, N) bool element mask the model itself imposes among visual tokens
-        (e.g. SkyReels' block-causal diffusion-forcing mask); None when the model imposes none.
+        (e.g. SkyReels' block-causal diffusion-forcing mask), in raster order; None when it imposes none.
+    token_order: the order the rows of q, k, v arrive in (raster indices per position; None: raster). The
+        output is returned in the same order.
     """
 
     q: torch.Tensor
@@ -91,6 +99,7 @@ class VisualAttentionInputs:
     text_v: torch.Tensor | None = None
     text_key_mask: torch.Tensor | None = None
     visual_mask: torch.Tensor | None = None
+    token_order: torch.Tensor | None = None
 
 
 class AttentionMethod:
@@ -109,6 +118,20 @@ class AttentionMethod:
         if not isinstance(config, self.Config):
             raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
         self.config = config
+        self._token_orders: dict[tuple, torch.Tensor | None] = {}
+
+    def token_order(self, grid: tuple[int, int, int], device) -> torch.Tensor | None:
+        """The token order of this method's patterns for a grid (None: raster), one cached tensor per grid and
+        device: the runtime may hold it through a whole forward, and tokens already in a pattern's order are
+        recognised by that identity."""
+        key = (tuple(grid), str(torch.device(device)))
+        if key not in self._token_orders:
+            self._token_orders[key] = self.build_token_order(tuple(grid), device)
+        return self._token_orders[key]
+
+    def build_token_order(self, grid: tuple[int, int, int], device) -> torch.Tensor | None:
+        """Methods that reorder tokens into blocks override this; see `token_order`."""
+        return None
 
     def plan(self, q: torch.Tensor, k: torch.Tensor, call: AttentionCall) -> BlockPattern | None:
         raise NotImplementedError
@@ -148,16 +171,16 @@ def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern, *,
     With return_lse=False the LSE may be None, which lets the CPU path use PyTorch's fused SDPA.
     estimate_dropped: also attend each dropped key block's pooled column (`rectified`), blocks taken in the
     pattern's token order.
-    output_scale (B, H, N) and output_addend (B, H, N, D), in the original order: out becomes
+    The tokens arrive, and the output returns, in `inputs.token_order`.
+    output_scale (B, H, N) and output_addend (B, H, N, D), in that order: out becomes
     output_scale * out + output_addend, fused into the pass that restores the token order (`rectified`'s cached
     corrections); the LSE is the attention's own.
     """
     q, k, v, visual_mask = inputs.q, inputs.k, inputs.v, inputs.visual_mask
     order = pattern.token_order
-    if order is not None:
-        q, k, v = (reorder_tokens(x, order) for x in (q, k, v))
-        if visual_mask is not None:
-            visual_mask = visual_mask[:, :, order][:, :, :, order]
+    q, k, v = (reorder_tokens(x, order, inputs.token_order) for x in (q, k, v))
+    if visual_mask is not None and order is not None:  # the model's mask is in raster order
+        visual_mask = visual_mask[:, :, order][:, :, :, order]
     element_mask = pattern.element_mask
     if visual_mask is not None:
         if isinstance(element_mask, LocalWindowMask):
@@ -170,8 +193,8 @@ def attend_with_pattern(inputs: VisualAttentionInputs, pattern: BlockPattern, *,
         text_k=inputs.text_k, text_v=inputs.text_v, text_key_mask=inputs.text_key_mask,
         element_mask=element_mask, scale=inputs.scale, return_lse=return_lse, estimate_dropped=estimate_dropped,
     )
-    out = restore_token_order(out, pattern, row_scale=output_scale, addend=output_addend)
-    lse = None if lse is None else restore_token_order(lse, pattern)
+    out = restore_token_order(out, pattern, inputs.token_order, row_scale=output_scale, addend=output_addend)
+    lse = None if lse is None else restore_token_order(lse, pattern, inputs.token_order)
     return out, lse
 
 

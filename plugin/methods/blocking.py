@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from swiftdit.kernels.token_permutation import permute_tokens
+from swiftdit.kernels.token_permutation import inverse_permutation, permute_tokens
 
 from ..pattern import BlockPattern, num_blocks
 
@@ -124,24 +124,47 @@ def token_order(reorder: Reorder, grid: tuple[int, int, int], block_size: int, d
     return hilbert_order(grid).to(device)
 
 
-def reorder_tokens(x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
-    """Apply a token order to per-token tensors (B, H, N, ...) (identity for None); whole-row copies on CUDA."""
-    return x if order is None else permute_tokens(x, order)
+def reorder_tokens(x: torch.Tensor, order: torch.Tensor | None, arrived_in: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token tensors (B, H, N, ...) whose rows arrive in the order `arrived_in` (None: raster), put in
+    `order` (None: raster); whole-row copies on CUDA. No copy when the two are the same order: the runtime
+    holds a method's order through the whole forward (`ForwardState.token_order`), and the method's patterns
+    use that very tensor."""
+    gather = relative_order(order, arrived_in)
+    return x if gather is None else permute_tokens(x, gather)
 
 
-def restore_token_order(x: torch.Tensor, pattern: BlockPattern, *, row_scale: torch.Tensor | None = None,
-                        addend: torch.Tensor | None = None) -> torch.Tensor:
-    """Undo `reorder_tokens` with the pattern's token order: per-token tensors (B, H, N, ...) back to raster
-    order (the pattern computes the inverse order once, for every call it serves).
+def restore_token_order(x: torch.Tensor, pattern: BlockPattern, arrived_in: torch.Tensor | None = None, *,
+                        row_scale: torch.Tensor | None = None, addend: torch.Tensor | None = None) -> torch.Tensor:
+    """Undo `reorder_tokens`: per-token tensors (B, H, N, ...) in the pattern's token order back to the order
+    the call's tokens arrived in (`arrived_in`, None: raster). The pattern computes its inverse order once,
+    for every call it serves.
 
-    row_scale (B, H, N) and addend (x's shape), in raster order, give row_scale * x + addend in the same pass
-    (float32, rounded once to x's dtype), also when the pattern keeps raster order."""
+    row_scale (B, H, N) and addend (x's shape), in the arrival order, give row_scale * x + addend in the same
+    pass (float32, rounded once to x's dtype), also when no rows move."""
     inverse = pattern.inverse_token_order()
+    if pattern.token_order is arrived_in:
+        gather = None
+    elif arrived_in is None:
+        gather = inverse
+    else:
+        gather = arrived_in if inverse is None else inverse[arrived_in]
     if row_scale is None and addend is None:
-        return x if inverse is None else permute_tokens(x, inverse)
-    if inverse is None:
-        inverse = torch.arange(x.shape[2], device=x.device)
-    return permute_tokens(x, inverse, row_scale=row_scale, addend=addend)
+        return x if gather is None else permute_tokens(x, gather)
+    if gather is None:
+        gather = torch.arange(x.shape[2], device=x.device)
+    return permute_tokens(x, gather, row_scale=row_scale, addend=addend)
+
+
+def relative_order(order: torch.Tensor | None, arrived_in: torch.Tensor | None) -> torch.Tensor | None:
+    """The gather that takes rows arriving in `arrived_in` to `order` (both raster indices per position, None
+    for raster itself); None when nothing moves. Orders are compared by identity: the same order is the same
+    cached tensor, and comparing values would wait for the GPU."""
+    if order is arrived_in:
+        return None
+    if arrived_in is None:
+        return order
+    arrival_position = inverse_permutation(arrived_in)  # raster index -> position in the arrival order
+    return arrival_position if order is None else arrival_position[order]
 
 
 # ----------------------------------------------------------------------------------------------- pooling

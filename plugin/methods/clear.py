@@ -73,10 +73,13 @@ class ClearAttention(AttentionMethod):
     def plan(self, q: torch.Tensor, k: torch.Tensor, call: AttentionCall) -> BlockPattern:
         cfg: ClearConfig = self.config
         grid = call.layout.grid
-        order = token_order(cfg.reorder, grid, cfg.block_size, q.device)
+        order = self.token_order(grid, q.device)
         # The window travels as coordinates: the kernels test it inside boundary blocks, and the block flags
         # below come from a chunked count of allowed pairs per block pair (no (N, N) tensor at any point).
         window = LocalWindowMask(window_coords(grid, order, q.device), cfg.radius, cfg.temporal_radius)
         window = window.with_block_full(cfg.block_size)
         touched, _ = window.block_classes(cfg.block_size)
         return BlockPattern(touched[None, None], cfg.block_size, q.shape[2], token_order=order, element_mask=window)
+
+    def build_token_order(self, grid, device):
+        return token_order(self.config.reorder, grid, self.config.block_size, device)

@@ -95,11 +95,17 @@ class DraftAttention(AttentionMethod):
         grid = call.layout.grid
         cell, _, n_cells = patch_cells(grid, cfg.pool_h, cfg.pool_w)
         cell = cell.to(q.device)
-        q_draft, k_draft = mean_pool_segments(q, cell, n_cells), mean_pool_segments(k, cell, n_cells)
+        # The cell of each row as q and k arrive (raster, or an order held through the forward).
+        arrival_cell = cell if call.token_order is None else cell[call.token_order]
+        q_draft = mean_pool_segments(q, arrival_cell, n_cells)
+        k_draft = mean_pool_segments(k, arrival_cell, n_cells)
         draft_map = torch.softmax(q_draft @ k_draft.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
         cell_mask = quantile_keep(draft_map, cfg.sparsity)
         if cfg.keep_diagonal:
             cell_mask |= torch.eye(n_cells, dtype=torch.bool, device=q.device)
-        order = patch_order(grid, cfg.pool_h, cfg.pool_w).to(q.device)
+        order = self.token_order(grid, q.device)
         block_mask = cells_to_blocks(cell_mask, cell[order], cfg.block_size)
         return BlockPattern(block_mask, cfg.block_size, q.shape[2], token_order=order)
+
+    def build_token_order(self, grid, device):
+        return patch_order(grid, self.config.pool_h, self.config.pool_w).to(device)

@@ -119,7 +119,7 @@ class RectifiedConfig(SparseConfig):
 def block_rectification(inputs: VisualAttentionInputs, pattern: BlockPattern, out_sparse: torch.Tensor) -> torch.Tensor:
     """Rectified SpaAttn's output R_i O_sparse + sum over trusted dropped blocks of P_ij v_bar_j."""
     order, block_size = pattern.token_order, pattern.block_size
-    q, k, v = (reorder_tokens(x, order) for x in (inputs.q, inputs.k, inputs.v))
+    q, k, v = (reorder_tokens(x, order, inputs.token_order) for x in (inputs.q, inputs.k, inputs.v))
     n = q.shape[2]
     token_block = block_ids(n, block_size, q.device)
     q_bar, k_bar, v_bar = (mean_pool_blocks(x, block_size) for x in (q, k, v))
@@ -150,8 +150,8 @@ def block_rectification(inputs: VisualAttentionInputs, pattern: BlockPattern, ou
     if text_log_mass is not None:
         kept_share = kept_share + (text_log_mass - log_norm).exp()
     recovered = (block_probs * ~covered) @ v_bar
-    kept_share = restore_token_order(kept_share[:, :, token_block], pattern)
-    recovered = restore_token_order(recovered[:, :, token_block], pattern)
+    kept_share = restore_token_order(kept_share[:, :, token_block], pattern, inputs.token_order)
+    recovered = restore_token_order(recovered[:, :, token_block], pattern, inputs.token_order)
     return (kept_share[..., None] * out_sparse.float() + recovered).to(out_sparse.dtype)
 
 

@@ -94,7 +94,7 @@ class SparseLinearAttention(SparseAttention):
             # The fused kernel has no element mask; a model-imposed token mask keeps the exact part only.
             return attend_with_pattern(inputs, pattern, return_lse=False)[0]
         order = pattern.token_order
-        q, k, v = (reorder_tokens(x, order) for x in (inputs.q, inputs.k, inputs.v))
+        q, k, v = (reorder_tokens(x, order, inputs.token_order) for x in (inputs.q, inputs.k, inputs.v))
         kv_indices, kv_counts = pattern.to_index_table()
         out_sparse, out_linear, _ = sparse_linear_attention(
             q, k, v, kv_indices, kv_counts, pattern.block_size, feature=self.config.feature_map,
@@ -102,4 +102,4 @@ class SparseLinearAttention(SparseAttention):
         )
         proj = self.projection(call, out_linear.shape[-1], out_linear.device)
         out = out_sparse.float() + proj(out_linear.float())
-        return restore_token_order(out, pattern).to(out_sparse.dtype)
+        return restore_token_order(out, pattern, inputs.token_order).to(out_sparse.dtype)

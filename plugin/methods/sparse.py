@@ -75,10 +75,14 @@ class SparseAttention(AttentionMethod):
     def plan(self, q: torch.Tensor, k: torch.Tensor, call: AttentionCall) -> BlockPattern:
         cfg: SparseConfig = self.config
         grid = call.layout.grid
-        order = token_order(cfg.reorder, grid, cfg.block_size, q.device)
-        scored = plan_block_sparse(reorder_tokens(q, order), reorder_tokens(k, order), cfg.block_size,
+        order = self.token_order(grid, q.device)
+        scored = plan_block_sparse(reorder_tokens(q, order, call.token_order), reorder_tokens(k, order, call.token_order),
+                                   cfg.block_size,
                                    keep_ratio=cfg.density, keep_mass=cfg.mass or None)
         keep = index_table_to_block_mask(scored.kv_indices, scored.kv_counts, scored.block_probs.shape[-1])
         keep |= structural_blocks(grid, cfg.block_size, cfg.reorder, neighbours=cfg.neighbours,
                                   first_frame_sink=cfg.first_frame_sink, device=q.device)
         return BlockPattern(keep, cfg.block_size, q.shape[2], token_order=order)
+
+    def build_token_order(self, grid, device):
+        return token_order(self.config.reorder, grid, self.config.block_size, device)

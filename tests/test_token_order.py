@@ -1,0 +1,133 @@
+"""Holding a method's token order through the whole Wan forward (runtime.TokenOrderHook).
+
+With the order held, the patch embedding's tokens, the rotary table and the output projection are permuted
+once per forward and the attention layers move no rows; the video must be the one the per-layer gathers give.
+"""
+
+import contextlib
+import dataclasses
+
+import pytest
+import torch
+
+import swiftdit
+import swiftdit.methods.blocking as blocking
+from swiftdit.runtime import TOKEN_ORDER_HOOK
+from test_models import denoise
+from tiny_models import _randn, tiny_wan, tiny_wan_vace
+
+# (4, 16, 16) = 1024 tokens: 16 blocks of 64, 8 of 128, so that patterns really drop blocks.
+LATENTS = _randn(2, 4, 4, 32, 32, seed=5)
+
+# The structural blocks (3-D neighbours, first-frame sink) would keep almost every block of so small a grid.
+SELECTION = dict(density=0.3, block_size=64, neighbours=False, first_frame_sink=False)
+METHODS = [
+    ("sparse", SELECTION),
+    ("sparse", dict(SELECTION, reorder="hilbert")),
+    ("clear", dict(radius=3, block_size=64)),
+    ("draft", dict(sparsity=0.6)),
+    ("rectified", dict(SELECTION, rectify="history", refresh_every=2)),
+    ("rectified", dict(SELECTION, pooled_estimate="block")),
+    ("sla", dict(SELECTION, reorder="patch")),
+]
+
+
+def wan_on_larger_grid():
+    tiny = tiny_wan()
+    small_inputs = tiny.make_inputs
+
+    def make_inputs(t):
+        return {**small_inputs(t), "hidden_states": LATENTS}
+
+    return dataclasses.replace(tiny, make_inputs=make_inputs, grid=(4, 16, 16))
+
+
+@pytest.fixture
+def row_moves(monkeypatch):
+    """Counts the gathers the attention layers make (fused corrections on unmoved rows not counted)."""
+    moves = []
+    original = blocking.permute_tokens
+
+    def counting(x, order, *args, **kwargs):
+        if kwargs.get("row_scale") is None and kwargs.get("addend") is None:
+            moves.append(tuple(x.shape))
+        return original(x, order, *args, **kwargs)
+
+    monkeypatch.setattr(blocking, "permute_tokens", counting)
+    return moves
+
+
+@pytest.mark.parametrize("method,options", METHODS, ids=lambda v: v if isinstance(v, str) else None)
+def test_held_order_gives_the_per_layer_result_without_moving_rows(method, options, row_moves):
+    tiny = wan_on_larger_grid()
+    dense = denoise(tiny)
+    swiftdit.enable_efficient_attention(tiny.model, method, hold_token_order=False, **options)
+    per_layer = denoise(tiny)
+    assert row_moves, "the per-layer path should reorder q, k, v"
+    assert (per_layer - dense).abs().max() > 1e-3, "the pattern dropped nothing: the comparison would be empty"
+
+    row_moves.clear()
+    swiftdit.enable_efficient_attention(tiny.model, method, **options)  # held by default
+    held = denoise(tiny)
+    assert row_moves == []
+    assert swiftdit.attention_session(tiny.model).denoisers[0].token_order_blocker is None
+    torch.testing.assert_close(held, per_layer, rtol=0, atol=1e-5)
+
+
+def test_methods_in_raster_order_hold_nothing(row_moves):
+    tiny = wan_on_larger_grid()
+    swiftdit.enable_efficient_attention(tiny.model, "sparse", density=0.3, block_size=64, reorder="none")
+    session = swiftdit.attention_session(tiny.model)
+    with torch.no_grad():
+        tiny.model(**tiny.make_inputs(torch.tensor([500.0])))
+    assert session.denoisers[0].forward.token_order is None
+    assert row_moves == []
+
+
+def per_token_timestep_inputs(tiny):
+    small_inputs = tiny.make_inputs
+
+    def make_inputs(t):
+        inputs = small_inputs(t)
+        return {**inputs, "timestep": t.expand(2)[:, None].expand(2, 90).contiguous()}
+
+    return dataclasses.replace(tiny, make_inputs=make_inputs)
+
+
+@pytest.mark.parametrize("case,blocker", [
+    ("vace", "WanVACETransformer3DModel has no token-order hooks"),
+    ("per-token timesteps", "per-token timesteps"),
+    ("masked processor", "self-attention processor MaskedWanAttnProcessor"),
+])
+def test_forwards_the_hooks_cannot_cover_keep_raster_order(case, blocker):
+    from swiftdit.pipelines.chunk_causal import chunk_causal_mask, masked_self_attention
+
+    tiny = {"vace": tiny_wan_vace, "per-token timesteps": lambda: per_token_timestep_inputs(tiny_wan()),
+            "masked processor": tiny_wan}[case]()
+    options = dict(density=0.5, block_size=64)
+    swiftdit.enable_efficient_attention(tiny.model, "sparse", hold_token_order=False, **options)
+    with masked_self_attention(tiny.model) if case == "masked processor" else contextlib.nullcontext() as shared:
+        if shared is not None:
+            shared.mask = chunk_causal_mask(3, 30, 1)
+        per_layer = denoise(tiny)
+        swiftdit.enable_efficient_attention(tiny.model, "sparse", **options)
+        default = denoise(tiny)
+    assert blocker in swiftdit.attention_session(tiny.model).denoisers[0].token_order_blocker
+    assert torch.equal(default, per_layer)
+
+
+def test_disable_removes_the_token_order_hooks():
+    tiny = wan_on_larger_grid()
+    reference = denoise(tiny)
+    swiftdit.enable_efficient_attention(tiny.model, "sparse", density=0.3, block_size=64)
+    hooked = [tiny.model.patch_embedding, tiny.model.rope, tiny.model.proj_out]
+    assert all(m._diffusers_hook.get_hook(TOKEN_ORDER_HOOK) is not None for m in hooked)
+    swiftdit.disable_efficient_attention(tiny.model)
+    assert all(m._diffusers_hook.get_hook(TOKEN_ORDER_HOOK) is None for m in hooked)
+    assert torch.equal(denoise(tiny), reference)
+
+
+def test_hold_token_order_is_validated():
+    tiny = tiny_wan()
+    with pytest.raises(TypeError, match="hold_token_order.*True or False"):
+        swiftdit.enable_efficient_attention(tiny.model, "sparse", hold_token_order="yes")
