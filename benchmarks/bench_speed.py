@@ -618,7 +618,15 @@ class Variant:
 
     @property
     def label(self) -> str:
-        return f"{self.name}/{self.setting}" + (" (reuse step)" if self.reuse_step else "")
+        return f"{self.name}/{self.row_setting}"
+
+    @property
+    def row_setting(self) -> str:
+        """The setting column of the row: the setting, and how the step or the token order differ."""
+        notes = ["reuse step"] if self.reuse_step else []
+        if self.options and self.options.get("hold_token_order") is False:
+            notes.append("per-layer order")
+        return self.setting + (f" ({', '.join(notes)})" if notes else "")
 
 
 def forward_variants(args, spec: ShapeSpec) -> list[Variant]:
@@ -635,9 +643,11 @@ def forward_variants(args, spec: ShapeSpec) -> list[Variant]:
     ordered = sorted(args.methods, key=lambda m: (m != "radial", m == "clear"))
     for method in ordered:
         for setting, options in settings_of(method):
-            variants.append(Variant(method, setting, method, options))
-            if options.get("refresh_every", 1) > 1:
-                variants.append(Variant(method, setting, method, options, reuse_step=True))
+            orders = [options, {**options, "hold_token_order": False}] if args.compare_token_order else [options]
+            for variant_options in orders:
+                variants.append(Variant(method, setting, method, variant_options))
+                if options.get("refresh_every", 1) > 1:
+                    variants.append(Variant(method, setting, method, variant_options, reuse_step=True))
             if method == "radial" and peers:
                 variants.append(Variant("flex_radial", setting, FlexRadialAttention.name, options))
         if method == "radial" and peers:
@@ -691,8 +701,7 @@ def measure_forwards(args, spec: ShapeSpec, device: torch.device, results: Resul
         _synchronize(device)
 
     for variant in forward_variants(args, spec):
-        setting = variant.setting + (" (reuse step)" if variant.reuse_step else "")
-        row = dict(base, variant=variant.name, setting=setting, method=variant.method, options=variant.options)
+        row = dict(base, variant=variant.name, setting=variant.row_setting, method=variant.method, options=variant.options)
         if args.time_budget and time.perf_counter() - _START > args.time_budget:
             results.add(dict(row, skipped=f"time budget of {args.time_budget} s spent"))
             log(f"{spec.key} {variant.label}: skipped (time budget)")
@@ -979,6 +988,9 @@ def parse_args(argv=None):
                         help="parts to leave out; dense-generation reuses a dense generation from --append'ed results")
     parser.add_argument("--hunyuan-all-settings", action="store_true",
                         help="every setting on HunyuanVideo too (default: each method's default + radial aggressive)")
+    parser.add_argument("--compare-token-order", action="store_true",
+                        help="also time every method variant with hold_token_order=False (q, k, v and the output "
+                             "reordered in every layer instead of once per forward)")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up forwards per Wan variant")
     parser.add_argument("--reps", type=int, default=3, help="timed forwards per Wan variant (median reported)")
     parser.add_argument("--hunyuan-reps", type=int, default=1, help="timed forwards per HunyuanVideo variant")
