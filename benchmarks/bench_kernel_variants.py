@@ -200,7 +200,7 @@ def compile_check(args) -> dict:
     pointers = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32",
                 "KvCnt": "*i32", "TextK": "*bf16", "TextV": "*bf16", "TextMask": "*u8", "ElemMask": "*u8",
                 "BlockFull": "*u8"}
-    aligned = {"s_qb", "s_qh", "s_qn", "s_kb", "s_kh", "s_kn", "s_vb", "s_vh", "s_vn"}
+    aligned = {"s_qb", "s_qh", "s_qn", "s_kb", "s_kh", "s_kn", "s_vb", "s_vh", "s_vn", "s_ob", "s_oh", "s_on"}
     target = GPUTarget("cuda", 90, 32)
     backend = triton.compiler.make_backend(target)
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")

@@ -17,8 +17,9 @@ Layout and conventions shared by the three kernels:
   none; EMASK_DENSE = 1: a (B|1, H|1, N, N) uint8 mask is read; EMASK_WINDOW = 2: a local
   window is computed from (N, 3) int32 token coordinates, allowed = |dt| <= win_t and dy^2 + dx^2 < win_r2).
 
-Tensors the wrappers allocate (out, lse, gradients, feature maps) are contiguous (B, H, N, D) / (B, H, N);
-q, k, v and text k/v come with their own strides so that (B, N, H, D) views need no copy.
+Tensors the wrappers allocate (lse, gradients, feature maps) are contiguous (B, H, N, D) / (B, H, N); the
+forward's output takes q's layout (see `triton_ops.output_like`). q, k, v and text k/v come with their own
+strides so that (B, N, H, D) views need no copy.
 """
 
 from __future__ import annotations
@@ -299,7 +300,7 @@ def _dq_step(s, k, v, do, lse, delta, dq):
 def block_sparse_forward_kernel(
     Q, K, V, Out, Lse, KvIdx, KvCnt,
     TextK, TextV, TextMask, ElemMask, BlockFull, Coords, PoolK, PoolV, PoolBias, Dropped,
-    s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn,
+    s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, s_ob, s_oh, s_on,
     s_ib, s_ih, s_iq, s_cb, s_ch,
     s_tkb, s_tkh, s_tkn, s_tvb, s_tvh, s_tvn, s_tmb,
     s_emb, s_emh, s_emq, s_fb, s_fh, s_fq,
@@ -381,7 +382,7 @@ def block_sparse_forward_kernel(
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
     lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
-    o_ptrs = Out + (bhn + offs_m[:, None]) * HEAD_DIM + offs_d[None, :]
+    o_ptrs = Out + b * s_ob + h * s_oh + offs_m[:, None] * s_on + offs_d[None, :]
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     tl.store(Lse + bhn + offs_m, lse, mask=row_ok)
 

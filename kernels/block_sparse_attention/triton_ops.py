@@ -178,7 +178,7 @@ def launch_forward(
     kv_indices = kv_indices.to(torch.int32).contiguous()
     kv_counts = kv_counts.to(torch.int32).contiguous()
     n_blocks = triton.cdiv(n, block_size)
-    out = torch.empty((b, h, n, d), dtype=q.dtype, device=q.device)
+    out = output_like(q)
     lse = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
     placeholder = lse  # any tensor: pointers of disabled branches are never dereferenced
     pool_tensors, pool_strides, num_kv_blocks = _pooled_args(pooled, placeholder)
@@ -203,7 +203,7 @@ def launch_forward(
     kernel[grid](
         q, k, v, out, lse, kv_indices, kv_counts,
         text_k, text_v, text_mask, em, full, coords, *pool_tensors,
-        *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v),
+        *_bhn_strides(q), *_bhn_strides(k), *_bhn_strides(v), *_bhn_strides(out),
         *_broadcast_strides(kv_indices, 3), *_broadcast_strides(kv_counts, 2),
         *_bhn_strides(text_k), *_bhn_strides(text_v), text_mask.stride(0) if text_mask.dim() == 2 else 0,
         *_broadcast_strides(em, 3), *_broadcast_strides(full, 3), *pool_strides,
@@ -213,6 +213,16 @@ def launch_forward(
         EMASK_KIND=emask_kind, TMA_OK=tma_ok, HAS_POOLED=pooled is not None, **options,
     )
     return out, lse
+
+
+def output_like(q: torch.Tensor) -> torch.Tensor:
+    """An empty (B, H, N, D) output laid out like q: a (B, N, H, D) tensor seen as (B, H, N, D) when q is one
+    (diffusers' processors hand the backend such views and flatten the heads of the result, which is then
+    free), contiguous (B, H, N, D) otherwise."""
+    b, h, n, d = q.shape
+    if h > 1 and n > 1 and q.stride(3) == 1 and q.stride(1) == d and q.stride(2) == h * d:
+        return torch.empty((b, n, h, d), dtype=q.dtype, device=q.device).transpose(1, 2)
+    return torch.empty((b, h, n, d), dtype=q.dtype, device=q.device)
 
 
 def transpose_index_table(kv_indices: torch.Tensor, kv_counts: torch.Tensor, num_blocks: int):
