@@ -84,9 +84,10 @@ class BlockPattern:
             return (self.block_mask.to(torch.float64) * counts).sum(dim=(-2, -1)) / (self.num_tokens**2)
         if self.element_mask is not None:
             return self._element_density_per_head()
-        sizes = block_sizes(self.num_tokens, self.block_size, self.block_mask.device).to(torch.float64)
-        pair_area = sizes[:, None] * sizes[None, :]
-        return (self.block_mask.to(torch.float64) * pair_area).sum(dim=(-2, -1)) / (self.num_tokens**2)
+        sizes = block_sizes(self.num_tokens, self.block_size, self.block_mask.device)
+        # Key tokens kept per query block: whole numbers below 2**24, exact in float32, one pass over the mask.
+        keys_per_row = self.block_mask.to(torch.float32) @ sizes.to(torch.float32)
+        return (keys_per_row.double() * sizes.double()).sum(-1) / (self.num_tokens**2)
 
     def _element_density_per_head(self, rows_per_slice: int = 4096) -> torch.Tensor:
         """Kept pairs under the element mask, counted a slice of query rows at a time: at 720p one (N, N)

@@ -2,8 +2,8 @@
 
 `plan_block_sparse` computes the same plan as `plan_block_sparse_reference` (naive.py) with tensor ops
 only: a Triton mean-pooling kernel on CUDA (a padded torch reshape elsewhere), one small batched matmul
-and softmax, one sort per row for the ranking, and a scatter into the block mask. Every shape is fixed
-by the inputs, so the whole plan is enqueued without waiting for the GPU.
+and softmax, a top-k per row (a whole sort per row only for the cumulative-mass rule), and a scatter into the
+block mask. Every shape is fixed by the inputs, so the whole plan is enqueued without waiting for the GPU.
 """
 
 from __future__ import annotations
@@ -54,19 +54,24 @@ def plan_block_sparse(
         pool = mean_pool_torch
     probs = torch.softmax(torch.matmul(pool(q, block_size), pool(k, block_size).transpose(-1, -2)) * scale, dim=-1)
     n_k = probs.shape[-1]
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    count = torch.full(probs.shape[:-1], keep_count(n_k, keep_ratio), dtype=torch.int64, device=probs.device)
-    if keep_mass is not None:
+    top_count = keep_count(n_k, keep_ratio)
+    if keep_mass is None:
+        # A fixed count per row: a top-k selection, which costs a fraction of sorting every row (at Wan 720p,
+        # 1182 key blocks of 64 tokens, the sort was most of the planner's time).
+        chosen = probs.topk(top_count, dim=-1, sorted=False).indices
+        block_mask = torch.zeros(probs.shape, dtype=torch.bool, device=probs.device).scatter_(-1, chosen, True)
+    else:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
         # Blocks whose preceding (exclusive) cumulative mass is still below the target are needed.
         mass_before = sorted_probs.cumsum(-1) - sorted_probs
-        count = torch.maximum(count, (mass_before < keep_mass).sum(-1))
-    rank_kept = torch.arange(n_k, device=probs.device) < count[..., None]
-    block_mask = torch.zeros_like(rank_kept).scatter_(-1, order, rank_kept)
+        count = torch.clamp((mass_before < keep_mass).sum(-1), min=top_count)
+        rank_kept = torch.arange(n_k, device=probs.device) < count[..., None]
+        block_mask = torch.zeros_like(rank_kept).scatter_(-1, order, rank_kept)
     if include_diagonal:
         block_mask |= torch.eye(probs.shape[-2], n_k, dtype=torch.bool, device=probs.device)
     kv_indices, kv_counts = block_mask_to_index_table(block_mask)
     kept_mass = (probs * block_mask).sum(-1)
-    return BlockPlan(kv_indices, kv_counts, kept_mass, probs)
+    return BlockPlan(kv_indices, kv_counts, kept_mass, probs, block_mask)
 
 
 __all__ = ["BlockPlan", "mean_pool_reference", "mean_pool_torch", "plan_block_sparse", "plan_block_sparse_reference"]

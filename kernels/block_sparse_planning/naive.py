@@ -21,12 +21,14 @@ from ..block_index_table import index_table_reference
 
 class BlockPlan(NamedTuple):
     """kv_indices int32 (B, H, nQ, nK) kept ids first, -1 padded; kv_counts int32 (B, H, nQ);
-    kept_mass float32 (B, H, nQ) pooled probability of the kept blocks; block_probs float32 (B, H, nQ, nK)."""
+    kept_mass float32 (B, H, nQ) pooled probability of the kept blocks; block_probs float32 (B, H, nQ, nK);
+    block_mask bool (B, H, nQ, nK), the same selection as a mask (what the methods' patterns hold)."""
 
     kv_indices: torch.Tensor
     kv_counts: torch.Tensor
     kept_mass: torch.Tensor
     block_probs: torch.Tensor
+    block_mask: torch.Tensor
 
 
 def mean_pool_reference(x: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -74,4 +76,4 @@ def plan_block_sparse_reference(
                     block_mask[bi, hi, i, i] = True
     kv_indices, kv_counts = index_table_reference(block_mask)
     kept_mass = (probs * block_mask).sum(-1)
-    return BlockPlan(kv_indices, kv_counts, kept_mass, probs)
+    return BlockPlan(kv_indices, kv_counts, kept_mass, probs, block_mask)

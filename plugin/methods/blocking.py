@@ -216,5 +216,12 @@ def structural_blocks(grid: tuple[int, int, int], block_size: int, reorder: Reor
     """Blocks kept whatever the scores say, as a (1, 1, nQ, nK) bool mask: the diagonal, optionally the
     3-D neighbourhood (key blocks holding a grid neighbour of a query token) and the first-frame sink
     (every key block holding a token of latent frame 0; videos only)."""
-    mask = _structural_cpu(tuple(grid), block_size, reorder, neighbours, first_frame_sink)
-    return mask.to(device)[None, None]
+    return _structural_on(tuple(grid), block_size, reorder, neighbours, first_frame_sink, str(torch.device(device)))
+
+
+@lru_cache(maxsize=64)
+def _structural_on(grid, block_size: int, reorder: str, neighbours: bool, first_frame_sink: bool,
+                   device: str) -> torch.Tensor:
+    """The structural mask on a device, kept there: planning asks for it at every layer of every plan, and a
+    host-to-device copy each time would cost a copy and a wait."""
+    return _structural_cpu(grid, block_size, reorder, neighbours, first_frame_sink).to(device)[None, None]

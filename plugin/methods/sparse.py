@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-from swiftdit.kernels.block_sparse_attention import index_table_to_block_mask
 from swiftdit.kernels.block_sparse_planning import plan_block_sparse
 
 from ..context import AttentionCall
@@ -76,12 +75,10 @@ class SparseAttention(AttentionMethod):
         cfg: SparseConfig = self.config
         grid = call.layout.grid
         order = self.token_order(grid, q.device)
-        scored = plan_block_sparse(reorder_tokens(q, order, call.token_order), reorder_tokens(k, order, call.token_order),
-                                   cfg.block_size,
-                                   keep_ratio=cfg.density, keep_mass=cfg.mass or None)
-        keep = index_table_to_block_mask(scored.kv_indices, scored.kv_counts, scored.block_probs.shape[-1])
-        keep |= structural_blocks(grid, cfg.block_size, cfg.reorder, neighbours=cfg.neighbours,
-                                  first_frame_sink=cfg.first_frame_sink, device=q.device)
+        q, k = (reorder_tokens(x, order, call.token_order) for x in (q, k))
+        scored = plan_block_sparse(q, k, cfg.block_size, keep_ratio=cfg.density, keep_mass=cfg.mass or None)
+        keep = scored.block_mask | structural_blocks(grid, cfg.block_size, cfg.reorder, neighbours=cfg.neighbours,
+                                                     first_frame_sink=cfg.first_frame_sink, device=q.device)
         return BlockPattern(keep, cfg.block_size, q.shape[2], token_order=order)
 
     def build_token_order(self, grid, device):

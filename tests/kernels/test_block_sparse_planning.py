@@ -13,7 +13,8 @@ from swiftdit.kernels.block_sparse_planning import (
 )
 
 RULES = [
-    dict(keep_ratio=0.3),
+    dict(keep_ratio=0.3),  # a fixed count: the top-k path
+    dict(keep_ratio=0.3, include_diagonal=True),
     dict(keep_mass=0.6),
     dict(keep_ratio=0.2, keep_mass=0.5, include_diagonal=True),
 ]
@@ -24,6 +25,7 @@ def assert_same_plan(plan, reference):
     assert torch.equal(plan.kv_counts, reference.kv_counts)
     assert torch.equal(index_table_to_block_mask(plan.kv_indices, plan.kv_counts, n_k),
                        index_table_to_block_mask(reference.kv_indices, reference.kv_counts, n_k))
+    assert torch.equal(plan.block_mask, reference.block_mask)
     assert relative_error(plan.block_probs, reference.block_probs) < 1e-5
     assert relative_error(plan.kept_mass, reference.kept_mass) < 1e-5
 
