@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # Stage NVIDIA's cuDNN frontend with its CuTe DSL block-sparse attention (the `swiftdit[hopper]` extra) for the
 # lent GPU machine, which cannot fetch packages. The CuTe DSL's CUDA 13 libraries alone compress to ~61 MiB,
-# and one device call carries at most 64 MiB with the working tree (~31 MiB), so they travel over four calls:
-#   .hopper-wheels-a/cu13.tar.xz.aa, .ab, .ac  the cu13 libraries repacked as tar.xz, in three parts: carry one
-#                                              part per call (ignored files stay on the warm machine)
-#   .hopper-wheels-b/  every other wheel (carry it with .whl in the fourth call)
-# The fourth call unpacks everything into .hopper-site/ (ignored, so it stays on the warm machine between calls):
-#   cat .hopper-wheels-a/cu13.tar.xz.a? | tar -C .hopper-site -xJf -
-#   python3 -m pip install -q --no-index --no-deps --no-compile --target .hopper-site .hopper-wheels-b/*.whl
-# and then runs with PYTHONPATH=$PWD/.hopper-site:$PWD/.hopper-site/nvidia_cutlass_dsl/dsl_packages (pip --target
-# does not process the DSL's .pth file). Run from the project root on this (CPU) machine.
+# and one device call carries at most 64 MiB with the working tree (~31 MiB), so they travel over four calls.
+# Ignored paths inside the repository do not survive between calls; /root does while the machine stays warm
+# (it is released after about 30 s idle), so make the four calls back to back:
+#   calls 1-3, each carrying one of .hopper-wheels-a/cu13.tar.xz.aa, .ab, .ac:
+#     mkdir -p /root/hopper-parts && cp .hopper-wheels-a/cu13.tar.xz.* /root/hopper-parts/
+#   and at the end of the third:
+#     mkdir -p /root/hopper-site && cat /root/hopper-parts/cu13.tar.xz.a? | tar -C /root/hopper-site -xJf -
+#   call 4, carrying .whl and .hopper-wheels-b (every other wheel), before the benchmark itself:
+#     for w in .hopper-wheels-b/*.whl; do python3 -m zipfile -e $w /root/hopper-site; done
+#     export PYTHONPATH=/tmp/site:/root/hopper-site:/root/hopper-site/nvidia_cutlass_dsl/dsl_packages
+# The wheels are unzipped rather than installed: `pip --target` refuses to merge into the package folder that
+# the cu13 part already created, and does not process the DSL's .pth file (hence dsl_packages on the path).
+# Run this script from the project root on this (CPU) machine.
 set -euo pipefail
-for path in /.hopper-wheels-a/ /.hopper-wheels-b/ /.hopper-site/; do
+mkdir -p .git/info  # a fresh clone may lack it
+for path in /.hopper-wheels-a/ /.hopper-wheels-b/; do
   grep -qxF "$path" .git/info/exclude 2>/dev/null || echo "$path" >> .git/info/exclude
 done
 CUTLASS_DSL_VERSION=${CUTLASS_DSL_VERSION:-4.8.1}
