@@ -200,8 +200,13 @@ class TokenOrderHook(ModelHook):
     back in raster order. Every block then runs on reordered tokens, and the swapped self-attention layers
     find q, k and v already in their patterns' order: one gather per forward instead of four per layer."""
 
+    ROLES = ("grid_in", "tokens_in", "positions", "tokens_out")  # see ModelAdapter.token_order_modules
+
     def __init__(self, entry: DenoiserEntry, role: str):
         super().__init__()
+        if role not in self.ROLES:
+            raise ValueError(f"{type(entry.adapter).__name__}.token_order_modules: role must be one of {self.ROLES}, "
+                             f"got {role!r}")
         self.entry, self.role = entry, role
 
     @torch._dynamo.disable
@@ -210,13 +215,14 @@ class TokenOrderHook(ModelHook):
         order = None if forward is None else forward.token_order
         if order is None:
             return output
-        if self.role == "patchify":  # (B, C, T, H, W): reorder the flattened grid positions
+        if self.role == "grid_in":  # (B, C, T, H, W): reorder the flattened grid positions
             return output.flatten(2).index_select(2, order).view(output.shape)
-        if self.role == "positions":
-            if isinstance(output, tuple):
-                return tuple(t.index_select(1, order) for t in output)
-            return output.index_select(1, order)
-        return output.index_select(1, forward_inverse_order(forward))
+        if self.role == "tokens_out":
+            return output.index_select(1, forward_inverse_order(forward))
+        # "tokens_in" and "positions": tokens on dim 1 (the rotary table may be a tuple of tensors)
+        if isinstance(output, tuple):
+            return tuple(t.index_select(1, order) for t in output)
+        return output.index_select(1, order)
 
 
 def forward_inverse_order(forward: ForwardState) -> torch.Tensor:

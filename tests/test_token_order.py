@@ -1,7 +1,8 @@
-"""Holding a method's token order through the whole Wan forward (runtime.TokenOrderHook).
+"""Holding a method's token order through the whole forward (runtime.TokenOrderHook), on Wan and LTX.
 
-With the order held, the patch embedding's tokens, the rotary table and the output projection are permuted
-once per forward and the attention layers move no rows; the video must be the one the per-layer gathers give.
+With the order held, the tokens entering the blocks (Wan's patch embedding, LTX's input projection), the
+rotary table and the output projection are permuted once per forward and the attention layers move no rows;
+the video must be the one the per-layer gathers give.
 """
 
 import contextlib
@@ -14,10 +15,10 @@ import swiftdit
 import swiftdit.methods.blocking as blocking
 from swiftdit.runtime import TOKEN_ORDER_HOOK
 from test_models import denoise
-from tiny_models import _randn, tiny_wan, tiny_wan_vace
+from tiny_models import _randn, tiny_ltx, tiny_wan, tiny_wan_vace
 
-# (4, 16, 16) = 1024 tokens: 16 blocks of 64, 8 of 128, so that patterns really drop blocks.
-LATENTS = _randn(2, 4, 4, 32, 32, seed=5)
+# A (4, 16, 16) grid = 1024 tokens: 16 blocks of 64, 8 of 128, so that patterns really drop blocks.
+GRID = (4, 16, 16)
 
 # The structural blocks (3-D neighbours, first-frame sink) would keep almost every block of so small a grid.
 SELECTION = dict(density=0.3, block_size=64, neighbours=False, first_frame_sink=False)
@@ -32,14 +33,26 @@ METHODS = [
 ]
 
 
-def wan_on_larger_grid():
-    tiny = tiny_wan()
+def on_larger_grid(tiny, **inputs):
     small_inputs = tiny.make_inputs
 
     def make_inputs(t):
-        return {**small_inputs(t), "hidden_states": LATENTS}
+        return {**small_inputs(t), **inputs}
 
-    return dataclasses.replace(tiny, make_inputs=make_inputs, grid=(4, 16, 16))
+    return dataclasses.replace(tiny, make_inputs=make_inputs, grid=GRID)
+
+
+def wan_on_larger_grid():  # latents (B, C, T, H, W) with 2x2 patches
+    return on_larger_grid(tiny_wan(), hidden_states=_randn(2, 4, GRID[0], 2 * GRID[1], 2 * GRID[2], seed=5))
+
+
+def ltx_on_larger_grid():  # packed latents (B, S, C), patch size 1
+    t, h, w = GRID
+    return on_larger_grid(tiny_ltx(), hidden_states=_randn(1, t * h * w, 4, seed=5), num_frames=t, height=h,
+                          width=w)
+
+
+MODELS = {"wan": wan_on_larger_grid, "ltx": ltx_on_larger_grid}
 
 
 @pytest.fixture
@@ -57,9 +70,10 @@ def row_moves(monkeypatch):
     return moves
 
 
+@pytest.mark.parametrize("model", sorted(MODELS))
 @pytest.mark.parametrize("method,options", METHODS, ids=lambda v: v if isinstance(v, str) else None)
-def test_held_order_gives_the_per_layer_result_without_moving_rows(method, options, row_moves):
-    tiny = wan_on_larger_grid()
+def test_held_order_gives_the_per_layer_result_without_moving_rows(model, method, options, row_moves):
+    tiny = MODELS[model]()
     dense = denoise(tiny)
     swiftdit.enable_efficient_attention(tiny.model, method, hold_token_order=False, **options)
     per_layer = denoise(tiny)
@@ -116,11 +130,13 @@ def test_forwards_the_hooks_cannot_cover_keep_raster_order(case, blocker):
     assert torch.equal(default, per_layer)
 
 
-def test_disable_removes_the_token_order_hooks():
-    tiny = wan_on_larger_grid()
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_disable_removes_the_token_order_hooks(model):
+    tiny = MODELS[model]()
     reference = denoise(tiny)
     swiftdit.enable_efficient_attention(tiny.model, "sparse", density=0.3, block_size=64)
-    hooked = [tiny.model.patch_embedding, tiny.model.rope, tiny.model.proj_out]
+    entry_module = tiny.model.patch_embedding if model == "wan" else tiny.model.proj_in
+    hooked = [entry_module, tiny.model.rope, tiny.model.proj_out]
     assert all(m._diffusers_hook.get_hook(TOKEN_ORDER_HOOK) is not None for m in hooked)
     swiftdit.disable_efficient_attention(tiny.model)
     assert all(m._diffusers_hook.get_hook(TOKEN_ORDER_HOOK) is None for m in hooked)

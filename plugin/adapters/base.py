@@ -47,9 +47,10 @@ class ModelAdapter:
     # Holding a method's token order through a whole forward (runtime.TokenOrderHook): the submodules whose
     # outputs carry the visual tokens, by role. Everything between them must treat tokens one by one, except
     # the swapped self-attention. Roles:
-    #   "patchify": output (B, C, T, H, W) that the model flattens into raster tokens;
+    #   "grid_in": output (B, C, T, H, W) that the model flattens into raster tokens (a patch embedding);
+    #   "tokens_in": output (B, N, C), raster tokens on dim 1 (a projection of already packed latents);
     #   "positions": output tensor (or tuple of tensors) with the tokens on dim 1 (the rotary table);
-    #   "unpatchify": output (B, N, C) with the tokens on dim 1, that the model folds back into the grid.
+    #   "tokens_out": output (B, N, C), tokens on dim 1, that leaves the model (put back in raster order).
     # Empty: the attention layers reorder q, k, v and the output themselves.
     token_order_modules: ClassVar[dict[str, str]] = {}
     # Model classes for which `token_order_modules` is known to be complete (variants that add token streams,
@@ -111,6 +112,9 @@ class ModelAdapter:
             return f"{type(self.model).__name__} has no token-order hooks"
         if getattr(self.model, "_parallel_config", None) is not None:
             return "context parallelism splits the tokens"
+        timestep = self.timestep(arguments)
+        if timestep is not None and timestep.dim() > 1 and timestep[0].numel() > 1:
+            return "per-token timesteps are laid out in raster order"
         for module in self_attention:
             processor = type(getattr(module, "processor", None)).__name__
             if processor not in self.token_order_processors:

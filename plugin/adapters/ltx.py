@@ -17,6 +17,9 @@ class LTXVideoAdapter(ModelAdapter):
     attention_call = "dispatcher"
     self_attention_pattern = r"^transformer_blocks\.\d+\.attn1$"
     dense_reasons = ((r"\.attn2$", "cross-attention to text"),)
+    token_order_modules = {"proj_in": "tokens_in", "rope": "positions", "proj_out": "tokens_out"}
+    token_order_models = ("LTXVideoTransformer3DModel",)
+    token_order_processors = ("LTXVideoAttnProcessor", "LTXVideoAttentionProcessor2_0")
 
     def grid(self, arguments):
         p, p_t = self.model.config.patch_size, self.model.config.patch_size_t

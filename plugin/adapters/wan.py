@@ -23,15 +23,9 @@ class WanAdapter(ModelAdapter):
     attention_call = "dispatcher"
     self_attention_pattern = r"^(vace_)?blocks\.\d+\.attn1$"
     dense_reasons = ((r"\.attn2$", "cross-attention to text/image"), (r"face", "face-adapter attention"))
-    token_order_modules = {"patch_embedding": "patchify", "rope": "positions", "proj_out": "unpatchify"}
+    token_order_modules = {"patch_embedding": "grid_in", "rope": "positions", "proj_out": "tokens_out"}
     token_order_models = ("WanTransformer3DModel",)
     token_order_processors = ("WanAttnProcessor", "WanAttnProcessor2_0")
-
-    def token_order_blocker(self, arguments, self_attention):
-        timestep = arguments.get("timestep")
-        if timestep is not None and timestep.dim() > 1:
-            return "per-token timesteps (Wan 2.2 TI2V) are laid out in raster order"
-        return super().token_order_blocker(arguments, self_attention)
 
     def grid(self, arguments):
         _, _, frames, height, width = arguments["hidden_states"].shape

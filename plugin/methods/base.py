@@ -38,9 +38,10 @@ class MethodConfig:
         indices to keep dense.
     refresh_every: re-plan the pattern every k sparse steps and reuse it in between (1 = plan every step).
     hold_token_order: for methods that reorder tokens into blocks, put the tokens in that order once per
-        transformer forward (the patch embedding's output, the rotary table, and back after the output
+        transformer forward (the tokens entering the blocks, the rotary table, and back after the output
         projection) instead of gathering q, k, v and the output in every layer. Only where the model's adapter
-        can (Wan, without per-token timesteps or attention masks); the output is the same up to rounding.
+        can (Wan and LTX-Video, without per-token timesteps or attention masks); the output is the same up to
+        rounding.
     """
 
     dense_steps: int = 0
