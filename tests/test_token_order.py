@@ -147,3 +147,24 @@ def test_hold_token_order_is_validated():
     tiny = tiny_wan()
     with pytest.raises(TypeError, match="hold_token_order.*True or False"):
         swiftdit.enable_efficient_attention(tiny.model, "sparse", hold_token_order="yes")
+
+
+@pytest.mark.parametrize("pattern_order,arrival", [("perm", "other"), ("perm", None), (None, "other"),
+                                                   ("perm", "perm"), (None, None)])
+def test_reorder_and_restore_between_any_two_orders(pattern_order, arrival):
+    """Rows arriving in one order reach the pattern's order and come back, whichever of them is raster."""
+    from swiftdit.pattern import BlockPattern
+
+    n = 40
+    generator = torch.Generator().manual_seed(0)
+    perms = {"perm": torch.randperm(n, generator=generator), "other": torch.randperm(n, generator=generator)}
+    order, arrived_in = perms.get(pattern_order), perms.get(arrival)
+    raster = torch.randn(1, 2, n, 3, generator=generator)
+    arrived = raster if arrived_in is None else raster[:, :, arrived_in]
+    in_pattern_order = blocking.reorder_tokens(arrived, order, arrived_in)
+    torch.testing.assert_close(in_pattern_order, raster if order is None else raster[:, :, order])
+    pattern = BlockPattern(torch.ones(1, 1, 3, 3, dtype=torch.bool), 16, n, token_order=order)
+    torch.testing.assert_close(blocking.restore_token_order(in_pattern_order, pattern, arrived_in), arrived)
+    scale = torch.rand(1, 2, n, generator=generator)
+    restored = blocking.restore_token_order(in_pattern_order, pattern, arrived_in, row_scale=scale, addend=arrived)
+    torch.testing.assert_close(restored, arrived * scale[..., None] + arrived)

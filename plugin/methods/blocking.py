@@ -141,13 +141,7 @@ def restore_token_order(x: torch.Tensor, pattern: BlockPattern, arrived_in: torc
 
     row_scale (B, H, N) and addend (x's shape), in the arrival order, give row_scale * x + addend in the same
     pass (float32, rounded once to x's dtype), also when no rows move."""
-    inverse = pattern.inverse_token_order()
-    if pattern.token_order is arrived_in:
-        gather = None
-    elif arrived_in is None:
-        gather = inverse
-    else:
-        gather = arrived_in if inverse is None else inverse[arrived_in]
+    gather = relative_order(arrived_in, pattern.token_order, pattern.inverse_token_order())
     if row_scale is None and addend is None:
         return x if gather is None else permute_tokens(x, gather)
     if gather is None:
@@ -155,15 +149,18 @@ def restore_token_order(x: torch.Tensor, pattern: BlockPattern, arrived_in: torc
     return permute_tokens(x, gather, row_scale=row_scale, addend=addend)
 
 
-def relative_order(order: torch.Tensor | None, arrived_in: torch.Tensor | None) -> torch.Tensor | None:
+def relative_order(order: torch.Tensor | None, arrived_in: torch.Tensor | None,
+                   arrival_position: torch.Tensor | None = None) -> torch.Tensor | None:
     """The gather that takes rows arriving in `arrived_in` to `order` (both raster indices per position, None
     for raster itself); None when nothing moves. Orders are compared by identity: the same order is the same
-    cached tensor, and comparing values would wait for the GPU."""
+    cached tensor, and comparing values would wait for the GPU. arrival_position: the inverse of `arrived_in`
+    (raster index -> position), where the caller keeps it."""
     if order is arrived_in:
         return None
     if arrived_in is None:
         return order
-    arrival_position = inverse_permutation(arrived_in)  # raster index -> position in the arrival order
+    if arrival_position is None:
+        arrival_position = inverse_permutation(arrived_in)
     return arrival_position if order is None else arrival_position[order]
 
 
