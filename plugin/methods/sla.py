@@ -101,5 +101,6 @@ class SparseLinearAttention(SparseAttention):
             text_k=inputs.text_k, text_v=inputs.text_v, text_key_mask=inputs.text_key_mask, scale=inputs.scale,
         )
         proj = self.projection(call, out_linear.shape[-1], out_linear.device)
-        out = out_sparse.float() + proj(out_linear.float())
-        return restore_token_order(out, pattern, inputs.token_order).to(out_sparse.dtype)
+        linear = restore_token_order(proj(out_linear.float()), pattern, inputs.token_order)
+        # The sum in float32, rounded once, in the pass that restores the token order.
+        return restore_token_order(out_sparse, pattern, inputs.token_order, addend=linear)
