@@ -1,9 +1,11 @@
 """Block-pattern planning on the device: pool, score, select, index table, kept mass; no host sync.
 
-`plan_block_sparse` computes the same plan as `plan_block_sparse_reference` (naive.py) with tensor ops
-only: a Triton mean-pooling kernel on CUDA (a padded torch reshape elsewhere), one small batched matmul
-and softmax, a top-k per row (a whole sort per row only for the cumulative-mass rule), and a scatter into the
-block mask. Every shape is fixed by the inputs, so the whole plan is enqueued without waiting for the GPU.
+`plan_block_sparse` computes the same plan as `plan_block_sparse_reference` (naive.py) without a host sync:
+a Triton mean-pooling kernel on CUDA (a padded torch reshape elsewhere), one small batched matmul and
+softmax, then the selection. For a fixed keep count the Triton path selects, indexes and sums the kept mass
+in one kernel (triton_select.py); otherwise, and on the torch path, a top-k per row (a whole sort per row for
+the cumulative-mass rule), a scatter into the block mask and the index-table kernel. Every shape is fixed by
+the inputs, so the whole plan is enqueued without waiting for the GPU.
 """
 
 from __future__ import annotations
@@ -48,13 +50,21 @@ def plan_block_sparse(
     (index table + counts in the format `block_sparse_attention` takes, kept pooled mass, block probs)."""
     _check_plan_arguments(q, k, block_size, keep_ratio, keep_mass, backend)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    if backend == "triton" or (backend == "auto" and q.is_cuda):
+    use_triton = backend == "triton" or (backend == "auto" and q.is_cuda)
+    if use_triton:
         from .triton_pooling import mean_pool_triton as pool
     else:
         pool = mean_pool_torch
     probs = torch.softmax(torch.matmul(pool(q, block_size), pool(k, block_size).transpose(-1, -2)) * scale, dim=-1)
     n_k = probs.shape[-1]
     top_count = keep_count(n_k, keep_ratio)
+    if use_triton and keep_mass is None:
+        from .triton_select import MAX_KEY_BLOCKS, select_top_blocks_triton
+
+        if n_k <= MAX_KEY_BLOCKS:
+            block_mask, kv_indices, kv_counts, kept_mass = select_top_blocks_triton(probs, top_count,
+                                                                                     include_diagonal)
+            return BlockPlan(kv_indices, kv_counts, kept_mass, probs, block_mask)
     if keep_mass is None:
         # A fixed count per row: a top-k selection, which costs a fraction of sorting every row (at Wan 720p,
         # 1182 key blocks of 64 tokens, the sort was most of the planner's time).

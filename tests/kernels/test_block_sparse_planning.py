@@ -43,6 +43,17 @@ def test_plan_matches_reference(rule, backend):
 
 
 @interpreter_only
+@pytest.mark.parametrize("include_diagonal", [False, True])
+def test_top_k_selection_breaks_ties_like_the_reference(include_diagonal):
+    """Zero keys give every block the same probability: the stable ranking keeps the lowest-numbered ones."""
+    q, k, _ = qkv(1, 2, 200, 16, torch.float32)
+    k = torch.zeros_like(k)
+    rule = dict(keep_ratio=0.3, include_diagonal=include_diagonal)
+    plan = plan_block_sparse(q, k, 16, backend="triton", **rule)
+    assert_same_plan(plan, plan_block_sparse_reference(q, k, 16, **rule))
+
+
+@interpreter_only
 def test_triton_pooling_matches_reference_on_ragged_blocks():
     from swiftdit.kernels.block_sparse_planning.triton_pooling import mean_pool_triton
 
@@ -69,9 +80,10 @@ def test_bad_arguments_name_themselves(options, message):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("block", [64, 128])
-def test_gpu_plan_at_wan_480p(block):
+@pytest.mark.parametrize("keep_mass", [None, 0.5])  # None: the one-kernel top-k selection
+def test_gpu_plan_at_wan_480p(block, keep_mass):
     q, k, _ = qkv(1, 12, 32760, 128, torch.bfloat16, device="cuda")
-    rule = dict(keep_ratio=0.1, keep_mass=0.5, include_diagonal=True)
+    rule = dict(keep_ratio=0.1, keep_mass=keep_mass, include_diagonal=True)
     plan = plan_block_sparse(q, k, block, **rule)
     on_torch = plan_block_sparse(q, k, block, backend="torch", **rule)
     assert relative_error(mean_pool_reference(q[:, :2], block), mean_pool_torch(q[:, :2], block)) < 1e-6
