@@ -17,8 +17,9 @@ import triton.language as tl
 
 # Rows longer than this keep PyTorch's top-k: sorting a 2,048-wide row in registers (Wan 720p at 64-token
 # blocks, 1,182 key blocks) made a 720p planning step about 50 ms slower than the top-k, where 512-wide rows
-# (Wan 480p) planned 0.14 ms faster per call (H100, session 10).
-MAX_KEY_BLOCKS = 1024
+# (Wan 480p at 64-token blocks) planned 0.14 ms faster per call (H100, session 10). Widths in between were not
+# measured, so they keep the top-k too.
+MAX_KEY_BLOCKS = 512
 
 
 @triton.jit
