@@ -15,7 +15,7 @@ import swiftdit
 import swiftdit.methods.blocking as blocking
 from swiftdit.runtime import TOKEN_ORDER_HOOK
 from test_models import denoise
-from tiny_models import _randn, tiny_ltx, tiny_wan, tiny_wan_vace
+from tiny_models import _randn, tiny_ltx, tiny_wan, tiny_wan_i2v, tiny_wan_vace
 
 # A (4, 16, 16) grid = 1024 tokens: 16 blocks of 64, 8 of 128, so that patterns really drop blocks.
 GRID = (4, 16, 16)
@@ -42,8 +42,8 @@ def on_larger_grid(tiny, **inputs):
     return dataclasses.replace(tiny, make_inputs=make_inputs, grid=GRID)
 
 
-def wan_on_larger_grid():  # latents (B, C, T, H, W) with 2x2 patches
-    return on_larger_grid(tiny_wan(), hidden_states=_randn(2, 4, GRID[0], 2 * GRID[1], 2 * GRID[2], seed=5))
+def wan_on_larger_grid(build=tiny_wan):  # latents (B, C, T, H, W) with 2x2 patches
+    return on_larger_grid(build(), hidden_states=_randn(2, 4, GRID[0], 2 * GRID[1], 2 * GRID[2], seed=5))
 
 
 def ltx_on_larger_grid():  # packed latents (B, S, C), patch size 1
@@ -52,7 +52,7 @@ def ltx_on_larger_grid():  # packed latents (B, S, C), patch size 1
                           width=w)
 
 
-MODELS = {"wan": wan_on_larger_grid, "ltx": ltx_on_larger_grid}
+MODELS = {"wan": wan_on_larger_grid, "wan-i2v": lambda: wan_on_larger_grid(tiny_wan_i2v), "ltx": ltx_on_larger_grid}
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_disable_removes_the_token_order_hooks(model):
     tiny = MODELS[model]()
     reference = denoise(tiny)
     swiftdit.enable_efficient_attention(tiny.model, "sparse", density=0.3, block_size=64)
-    entry_module = tiny.model.patch_embedding if model == "wan" else tiny.model.proj_in
+    entry_module = tiny.model.proj_in if model == "ltx" else tiny.model.patch_embedding
     hooked = [entry_module, tiny.model.rope, tiny.model.proj_out]
     assert all(m._diffusers_hook.get_hook(TOKEN_ORDER_HOOK) is not None for m in hooked)
     swiftdit.disable_efficient_attention(tiny.model)
