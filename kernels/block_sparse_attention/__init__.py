@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from ..autograd import needs_autograd
 from ..block_index_table import block_mask_to_index_table
 from . import cudnn_frontend
 from .cudnn_frontend import cudnn_frontend_block_sparse_attention, cudnn_frontend_takes
@@ -129,11 +130,9 @@ def block_sparse_attention(
         raise ValueError(f"estimate_dropped=True needs a positive scale (the pooled columns' bias is log n_j / "
                          f"scale), got scale={scale!r}")
     if backend in ("auto", "cudnn-frontend"):
-        needs_grad = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (q, k, v, text_k, text_v))
         takes = cudnn_frontend_takes(q, block_size, has_text=text_k is not None,
                                      has_element_mask=element_mask is not None, estimate_dropped=estimate_dropped,
-                                     needs_grad=needs_grad)
+                                     needs_grad=needs_autograd(q, k, v, text_k, text_v))
         if backend == "cudnn-frontend" and not takes:
             raise ValueError(
                 "backend='cudnn-frontend' needs the cuDNN frontend installed (swiftdit[hopper]), a Hopper GPU, "

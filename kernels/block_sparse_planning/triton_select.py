@@ -1,10 +1,11 @@
 """Triton top-k block selection: one program per score row turns block probabilities into the plan.
 
-For a fixed keep count (no cumulative-mass rule) the program sorts its row in registers (at most 2,048 key
-blocks), reads the k-th largest probability as the threshold, and keeps every block above it plus the
+For a fixed keep count (no cumulative-mass rule) the program sorts its row in registers (at most
+MAX_KEY_BLOCKS key blocks), reads the k-th largest probability as the threshold, and keeps every block above it plus the
 lowest-numbered blocks equal to it, as many as the count still allows, which is what the reference's stable
 ranking keeps. In the same pass it adds the diagonal when asked and writes everything the planner returns:
-the block mask, the index table (kept ids ascending, -1 padded), the count and the kept mass. That replaces
+the block mask, the index table (kept ids ascending, -1 padded, by the same compaction as
+`block_index_table`, fused here so that the row is read once), the count and the kept mass. That replaces
 PyTorch's multi-pass radix top-k, a scatter, the index-table kernel and a reduction (at Wan 480p with 64-token
 blocks they were half of the planner's time).
 """
@@ -62,6 +63,6 @@ def select_top_blocks_triton(probs: torch.Tensor, keep: int, include_diagonal: b
     block_k = triton.next_power_of_2(n_k)
     _select_top_blocks_kernel[(b * h * n_q,)](
         probs, mask, kv_indices, kv_counts, kept_mass, n_q, n_k, keep,
-        DIAGONAL=include_diagonal, BLOCK_K=block_k, num_warps=4 if block_k <= 512 else 8,
+        DIAGONAL=include_diagonal, BLOCK_K=block_k, num_warps=4,
     )
     return mask.view(torch.bool), kv_indices, kv_counts, kept_mass

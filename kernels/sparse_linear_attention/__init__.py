@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ..autograd import needs_autograd
 from ..block_sparse_attention import (
     block_sparse_attention,
     check_block_sparse_inputs,
@@ -75,8 +76,7 @@ def uses_fused_linear_branch(q, k, v, block_size: int, backend: str) -> bool:
     """The fused Triton linear branch (triton_linear.py) runs where the block-sparse kernels do, for head dims up
     to 128 (a D x D state per program), and only when no gradient is needed: it has no backward, so training
     goes through the block-state tensor ops (block_states.py), which autograd differentiates."""
-    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
-    return not needs_grad and q.shape[-1] <= 128 and uses_triton(q, block_size, backend)
+    return not needs_autograd(q, k, v) and q.shape[-1] <= 128 and uses_triton(q, block_size, backend)
 
 
 __all__ = ["FEATURE_MAPS", "sparse_linear_attention", "sparse_linear_attention_reference"]

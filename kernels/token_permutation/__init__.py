@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..autograd import needs_autograd
 from .naive import permute_tokens_reference
 
 BACKENDS = ("auto", "triton", "reference")
@@ -63,7 +64,7 @@ def permute_tokens(x: torch.Tensor, order: torch.Tensor, backend: str = "auto", 
         raise ValueError(f"permute_tokens: backend='triton' takes (B, H, N, D) tensors, got {x.dim()} dims")
     if row_scale is None and addend is None:
         return _PermuteTokens.apply(x, order)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, row_scale, addend)):
+    if needs_autograd(x, row_scale, addend):
         return permute_tokens_reference(x, order, row_scale, addend)  # the fused pass has no backward
     from .triton_permute import permute_tokens_triton
 
