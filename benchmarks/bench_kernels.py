@@ -248,9 +248,9 @@ def sla_rows(quick: bool, device) -> list[Row]:
             torch.autograd.grad((out_sparse, out_linear), (q, k, v), (grad, grad))
 
         with torch.no_grad():
-            fwd_ms = bench_ms(forward, quick)  # inference: the fused linear branch
-        # Training takes the autograd path (block-state tensor ops): its backward is measured against its own
-        # forward, timed with the graph recorded.
+            fwd_ms = bench_ms(forward, quick)  # inference
+        # The backward is (forward + backward) minus the forward with the autograd graph recorded, whose
+        # saved tensors it needs.
         bwd_ms = bench_ms(forward_backward, quick) - bench_ms(forward, quick)
         rows.append(Row("sla", "wan480", block, 0.1, float("nan"), "swiftdit SLA fwd", fwd_ms, float("nan"),
                         float("nan"), dense_fwd / fwd_ms, "target >= 5x"))
@@ -312,8 +312,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Wan 480p only, densities 10%% and 100%%")
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), help="shapes (default: all, or wan480)")
     parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention (saves its compile time)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["backward", "planner", "sla", "pooled"],
-                        help="extra benchmarks to leave out")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["forward", "backward", "planner", "sla", "pooled"],
+                        help="benchmarks to leave out (forward: the forward table against cuDNN and Flex)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels.py needs a CUDA device")
@@ -322,10 +322,10 @@ def main() -> None:
     densities = (0.10, 1.00) if args.quick else DENSITIES
     rows: list[Row] = []
     # Results are rewritten after every section so that a run stopped at its time limit keeps what it has.
-    for shape_key in shapes:
+    for shape_key in shapes if "forward" not in args.skip else ():
         rows += attention_rows(shape_key, densities, 128, args.quick, not args.no_flex, device)
         save_results(args.out, rows, args.quick)
-    if not args.quick and "wan480" in shapes:
+    if not args.quick and "wan480" in shapes and "forward" not in args.skip:
         rows += [r for r in attention_rows("wan480", (0.10, 0.20), 64, args.quick, not args.no_flex, device)
                  if r.kernel != "cudnn_sdpa_dense"]
     sections = {"backward": lambda: backward_rows((0.10, 1.00) if args.quick else (0.10, 0.20, 1.00), 128,

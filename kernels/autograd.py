@@ -1,5 +1,5 @@
-"""When a kernel call must be differentiable: the forward-only fused paths (the cuDNN frontend, SLA's fused
-linear branch, the gather that adds a correction) hand such calls to a path autograd can follow."""
+"""When a kernel call must be differentiable: the forward-only fused paths (the cuDNN frontend, the gather that
+adds a correction) hand such calls to a path autograd can follow."""
 
 from __future__ import annotations
 

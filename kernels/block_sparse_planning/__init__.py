@@ -2,9 +2,10 @@
 
 `plan_block_sparse` computes the same plan as `plan_block_sparse_reference` (naive.py) without a host sync:
 a Triton mean-pooling kernel on CUDA (a padded torch reshape elsewhere), one small batched matmul and
-softmax, then the selection. For a fixed keep count the Triton path selects, indexes and sums the kept mass
-in one kernel (triton_select.py); otherwise, and on the torch path, a top-k per row (a whole sort per row for
-the cumulative-mass rule), a scatter into the block mask and the index-table kernel. Every shape is fixed by
+softmax, then the selection. For rows of up to 512 key blocks the Triton path selects (by count and by the
+cumulative-mass rule), indexes and sums the kept mass in one kernel (triton_select.py); for longer rows, and
+on the torch path, a top-k per row (a whole sort per row for the cumulative-mass rule), a scatter into the
+block mask and the index-table kernel. Every shape is fixed by
 the inputs, so the whole plan is enqueued without waiting for the GPU.
 """
 
@@ -58,12 +59,12 @@ def plan_block_sparse(
     probs = torch.softmax(torch.matmul(pool(q, block_size), pool(k, block_size).transpose(-1, -2)) * scale, dim=-1)
     n_k = probs.shape[-1]
     top_count = keep_count(n_k, keep_ratio)
-    if use_triton and keep_mass is None:
+    if use_triton:
         from .triton_select import MAX_KEY_BLOCKS, select_top_blocks_triton
 
         if n_k <= MAX_KEY_BLOCKS:
             block_mask, kv_indices, kv_counts, kept_mass = select_top_blocks_triton(probs, top_count,
-                                                                                     include_diagonal)
+                                                                                     include_diagonal, keep_mass)
             return BlockPlan(kv_indices, kv_counts, kept_mass, probs, block_mask)
     if keep_mass is None:
         # A fixed count per row: a top-k selection, which costs a fraction of sorting every row (at Wan 720p,

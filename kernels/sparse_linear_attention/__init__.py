@@ -2,8 +2,9 @@
 
 `sparse_linear_attention` computes the softmax part with `block_sparse_attention` (the Triton kernels on
 CUDA bf16/fp16, forward and backward) and the linear part over the non-selected blocks through per-block
-states (block_states.py), whose cost does not grow with the density; without autograd, the linear part runs
-as two Triton passes with the feature map fused in (triton_linear.py) around one matmul. `backend="reference"` runs the
+states (block_states.py), whose cost does not grow with the density; where the Triton kernels run, the linear
+part is two Triton passes with the feature map fused in around one matmul, and its backward two more
+(triton_linear.py). `backend="reference"` runs the
 explicit N x N reference in `naive.py`; "triton" forces the Triton softmax part (the CPU tests use it
 under TRITON_INTERPRET=1).
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import torch
 
-from ..autograd import needs_autograd
 from ..block_sparse_attention import (
     block_sparse_attention,
     check_block_sparse_inputs,
@@ -59,7 +59,7 @@ def sparse_linear_attention(
         scale=scale, backend=backend,
     )
     selected = index_table_to_block_mask(kv_indices, kv_counts, kv_indices.shape[-2])
-    if uses_fused_linear_branch(q, k, v, block_size, backend):
+    if uses_fused_linear_branch(q, block_size, backend):
         from .triton_linear import linear_attention_outside_blocks_fused
 
         q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
@@ -72,11 +72,11 @@ def sparse_linear_attention(
     return out_sparse, out_linear.to(q.dtype), lse
 
 
-def uses_fused_linear_branch(q, k, v, block_size: int, backend: str) -> bool:
-    """The fused Triton linear branch (triton_linear.py) runs where the block-sparse kernels do, for head dims up
-    to 128 (a D x D state per program), and only when no gradient is needed: it has no backward, so training
-    goes through the block-state tensor ops (block_states.py), which autograd differentiates."""
-    return not needs_autograd(q, k, v) and q.shape[-1] <= 128 and uses_triton(q, block_size, backend)
+def uses_fused_linear_branch(q, block_size: int, backend: str) -> bool:
+    """The fused Triton linear branch (triton_linear.py, forward and backward) runs where the block-sparse kernels
+    do, for head dims up to 128 (a D x D state per program); elsewhere the block-state tensor ops
+    (block_states.py) run, and autograd differentiates them."""
+    return q.shape[-1] <= 128 and uses_triton(q, block_size, backend)
 
 
 __all__ = ["FEATURE_MAPS", "sparse_linear_attention", "sparse_linear_attention_reference"]

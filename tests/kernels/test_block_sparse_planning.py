@@ -44,11 +44,12 @@ def test_plan_matches_reference(rule, backend):
 
 @interpreter_only
 @pytest.mark.parametrize("include_diagonal", [False, True])
-def test_top_k_selection_breaks_ties_like_the_reference(include_diagonal):
+@pytest.mark.parametrize("keep_mass", [None, 0.5])  # 13 equal blocks: the mass rule needs 7, more than 30%
+def test_selection_breaks_ties_like_the_reference(include_diagonal, keep_mass):
     """Zero keys give every block the same probability: the stable ranking keeps the lowest-numbered ones."""
     q, k, _ = qkv(1, 2, 200, 16, torch.float32)
     k = torch.zeros_like(k)
-    rule = dict(keep_ratio=0.3, include_diagonal=include_diagonal)
+    rule = dict(keep_ratio=0.3, keep_mass=keep_mass, include_diagonal=include_diagonal)
     plan = plan_block_sparse(q, k, 16, backend="triton", **rule)
     assert_same_plan(plan, plan_block_sparse_reference(q, k, 16, **rule))
 

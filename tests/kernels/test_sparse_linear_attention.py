@@ -74,20 +74,28 @@ def test_gpu_sla_real_shape(block):
 
 
 def compare_fused_linear_branch(q, k, v, block_mask, block, feature, tol):
-    """Without autograd the linear branch takes the fused Triton kernels: same result as the reference."""
+    """The linear branch alone through the fused Triton kernels, forward and backward, against the reference in
+    float32, with a strided gradient of the output."""
     kv_indices, kv_counts = block_mask_to_index_table(block_mask)
-    with torch.no_grad():
-        _, fused, _ = sparse_linear_attention(q, k, v, kv_indices, kv_counts, block, feature=feature, backend="triton")
-        _, expected, _ = sparse_linear_attention(q.float(), k.float(), v.float(), kv_indices, kv_counts, block,
-                                                 feature=feature, backend="reference")
+    d_out = torch.randn(q.shape[0], q.shape[2], q.shape[1], q.shape[3], generator=torch.Generator().manual_seed(3))
+    d_out = d_out.to(q.device).transpose(1, 2)
+    results = []
+    for backend, dtype in (("triton", q.dtype), ("reference", torch.float32)):
+        inputs = leaf_copies([q, k, v], dtype)
+        _, out_linear, _ = sparse_linear_attention(*inputs, kv_indices, kv_counts, block, feature=feature,
+                                                   backend=backend)
+        results.append((out_linear, torch.autograd.grad(out_linear, inputs, d_out.to(dtype))))
+    (fused, grads), (expected, expected_grads) = results
     assert relative_error(fused, expected) < tol
+    for name, grad, expected_grad in zip("qkv", grads, expected_grads):
+        assert relative_error(grad, expected_grad) < 2 * tol, f"gradient of {name}"
     return fused
 
 
 @interpreter_only
 @pytest.mark.parametrize("feature", ["softmax", "elu"])
 @pytest.mark.parametrize("b,h,n,d,block", [(1, 2, 150, 32, 32), (2, 1, 128, 40, 64)])
-def test_fused_linear_branch_without_autograd(feature, b, h, n, d, block):
+def test_fused_linear_branch(feature, b, h, n, d, block):
     """Ragged end, an odd head dim (padded lanes), a fully selected row (its linear part is 0), strided input."""
     q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in qkv(b, h, n, d, torch.float16))
     mask = random_block_mask(b, h, math.ceil(n / block), 0.3)
