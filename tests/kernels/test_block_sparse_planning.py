@@ -88,4 +88,17 @@ def test_gpu_plan_at_wan_480p(block, keep_mass):
     plan = plan_block_sparse(q, k, block, **rule)
     on_torch = plan_block_sparse(q, k, block, backend="torch", **rule)
     assert relative_error(mean_pool_reference(q[:, :2], block), mean_pool_torch(q[:, :2], block)) < 1e-6
-    assert_same_plan(plan, on_torch)
+    if keep_mass is None:
+        assert_same_plan(plan, on_torch)
+        return
+    # The two paths sum each sorted row in float32 in different orders (a tree scan, a sequential scan). Where
+    # the running mass passes the target within rounding they may keep one block more or fewer: the plans
+    # must agree on every row where no rank's running mass lies within 2e-5 of the target.
+    ranked = plan.block_probs.double().sort(-1, descending=True).values
+    clear = ((ranked.cumsum(-1) - ranked - keep_mass).abs() > 2e-5).all(-1)
+    assert clear.float().mean() > 0.9
+    for name in ("block_mask", "kv_indices", "kv_counts"):
+        assert torch.equal(getattr(plan, name)[clear], getattr(on_torch, name)[clear]), name
+    assert (plan.kv_counts - on_torch.kv_counts).abs().max() <= 1
+    assert relative_error(plan.kept_mass[clear], on_torch.kept_mass[clear]) < 1e-5
+    assert relative_error(plan.block_probs, on_torch.block_probs) < 1e-5
