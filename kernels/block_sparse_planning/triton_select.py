@@ -17,10 +17,11 @@ import torch
 import triton
 import triton.language as tl
 
-# Rows longer than this keep PyTorch's top-k: sorting a 2,048-wide row in registers (Wan 720p at 64-token
-# blocks, 1,182 key blocks) made a 720p planning step about 50 ms slower than the top-k, where 512-wide rows
-# (Wan 480p at 64-token blocks) planned 0.14 ms faster per call (H100, session 10). Widths in between were not
-# measured, so they keep the top-k too.
+# Rows longer than this keep PyTorch's top-k (or sort, for the mass rule). Measured as whole-planner CUDA
+# graphs on the H100 (sessions 10 and 11): 512-wide rows (Wan 480p at 64-token blocks) plan faster here than with
+# the top-k (0.14 ms per call); at Wan 720p, 591-wide rows (128-token blocks) took 0.72 against 0.60 ms with the
+# top-k (0.73 against 0.75 ms with the mass rule), and 1,182-wide rows (64-token blocks, a 2,048-wide sort)
+# 3.5 against 1.2-2.0 ms.
 MAX_KEY_BLOCKS = 512
 
 
