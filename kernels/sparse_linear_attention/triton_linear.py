@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 FEATURE_SOFTMAX, FEATURE_ELU = 0, 1
+BACKWARD_ROWS = 64  # tokens per step of the backward kernels
 
 
 @triton.jit
@@ -50,17 +51,17 @@ def _feature_map_backward(phi, dphi, FEATURE: tl.constexpr):
 
 
 @triton.jit
-def _block_phi(X, s_xb, s_xh, s_xn, num_heads, seq_len, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr,
-               BLOCK_D: tl.constexpr, FEATURE: tl.constexpr):
-    """This program's block of tokens (axis 0: block, axis 1: batch * head): phi of its (BLOCK, BLOCK_D) tile
-    of X in float32 (rows past the end are 0), with the tile's rows, head lanes and (batch * head) index."""
-    bh = tl.program_id(1).to(tl.int64)
-    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+def _program_lanes(HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Programs run over (token block, batch * head): this one's batch * head index, head lanes and their mask."""
     offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < HEAD_DIM
+    return tl.program_id(1).to(tl.int64), offs_d, offs_d < HEAD_DIM
+
+
+@triton.jit
+def _phi_rows(X, s_xb, s_xh, s_xn, bh, num_heads, seq_len, rows, offs_d, d_ok, FEATURE: tl.constexpr):
+    """phi of X's tokens `rows` as a (rows, BLOCK_D) float32 tile; rows past the end are 0."""
     x = _load_rows(X, s_xb, s_xh, s_xn, bh, num_heads, rows, offs_d, rows < seq_len, d_ok)
-    phi = tl.where((rows < seq_len)[:, None], _feature_map(x.to(tl.float32), d_ok, FEATURE), 0.0)
-    return phi, rows, offs_d, d_ok, bh
+    return tl.where((rows < seq_len)[:, None], _feature_map(x.to(tl.float32), d_ok, FEATURE), 0.0)
 
 
 @triton.jit
@@ -94,8 +95,9 @@ def _store_block_state(States, Norms, block, state, norm, offs_d, d_ok, HEAD_DIM
 @triton.jit
 def _block_states_kernel(K, V, States, Norms, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, num_heads, seq_len, num_blocks,
                          BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, FEATURE: tl.constexpr):
-    phi, rows, offs_d, d_ok, bh = _block_phi(K, s_kb, s_kh, s_kn, num_heads, seq_len, BLOCK, HEAD_DIM, BLOCK_D,
-                                             FEATURE)
+    bh, offs_d, d_ok = _program_lanes(HEAD_DIM, BLOCK_D)
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    phi = _phi_rows(K, s_kb, s_kh, s_kn, bh, num_heads, seq_len, rows, offs_d, d_ok, FEATURE)
     v = _load_rows(V, s_vb, s_vh, s_vn, bh, num_heads, rows, offs_d, rows < seq_len, d_ok)
     state = tl.dot(tl.trans(phi.to(v.dtype)), v)
     _store_block_state(States, Norms, bh * num_blocks + tl.program_id(0), state, tl.sum(phi, 0), offs_d, d_ok,
@@ -106,8 +108,9 @@ def _block_states_kernel(K, V, States, Norms, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn
 def _linear_readout_kernel(Q, States, Norms, Out, s_qb, s_qh, s_qn, num_heads, seq_len, num_blocks, eps,
                            BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                            FEATURE: tl.constexpr):
-    phi, rows, offs_d, d_ok, bh = _block_phi(Q, s_qb, s_qh, s_qn, num_heads, seq_len, BLOCK, HEAD_DIM, BLOCK_D,
-                                             FEATURE)
+    bh, offs_d, d_ok = _program_lanes(HEAD_DIM, BLOCK_D)
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    phi = _phi_rows(Q, s_qb, s_qh, s_qn, bh, num_heads, seq_len, rows, offs_d, d_ok, FEATURE)
     state, norm = _load_block_state(States, Norms, bh * num_blocks + tl.program_id(0), offs_d, d_ok, HEAD_DIM)
     numer = tl.dot(phi.to(state.dtype), state)
     denom = tl.sum(phi * norm[None, :], 1) + eps
@@ -116,38 +119,50 @@ def _linear_readout_kernel(Q, States, Norms, Out, s_qb, s_qh, s_qn, num_heads, s
 
 @triton.jit
 def _linear_readout_backward_kernel(Q, DOut, States, Norms, DQ, DStates, DNorms, s_qb, s_qh, s_qn, s_gb, s_gh, s_gn,
-                                    num_heads, seq_len, num_blocks, eps, BLOCK: tl.constexpr,
+                                    num_heads, seq_len, num_blocks, eps, BLOCK: tl.constexpr, ROWS: tl.constexpr,
                                     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, FEATURE: tl.constexpr):
-    phi, rows, offs_d, d_ok, bh = _block_phi(Q, s_qb, s_qh, s_qn, num_heads, seq_len, BLOCK, HEAD_DIM, BLOCK_D,
-                                             FEATURE)
+    """ROWS query tokens at a time (of the block's BLOCK), so that the live tiles fit in registers."""
+    bh, offs_d, d_ok = _program_lanes(HEAD_DIM, BLOCK_D)
     block = bh * num_blocks + tl.program_id(0)
     state, norm = _load_block_state(States, Norms, block, offs_d, d_ok, HEAD_DIM)
-    row_ok = rows < seq_len
-    d_out = _load_rows(DOut, s_gb, s_gh, s_gn, bh, num_heads, rows, offs_d, row_ok, d_ok).to(tl.float32)
-    denom = tl.sum(phi * norm[None, :], 1) + eps
-    out = tl.dot(phi.to(state.dtype), state) / denom[:, None]
     # A query block that selects every key block has S̄ = 0 and z̄ = 0: its output is 0 whatever the inputs, so
     # its gradients are 0. Dividing by its denominator (eps) would overflow fp16 and turn 0 * inf into NaN.
-    g = tl.where(tl.sum(norm, 0) > 0, d_out / denom[:, None], 0.0)
-    g_dot_out = tl.sum(g * out, 1)
-    d_phi = tl.dot(g.to(state.dtype), tl.trans(state)) - g_dot_out[:, None] * norm[None, :]
-    _store_rows(DQ, _feature_map_backward(phi, d_phi, FEATURE), bh, seq_len, rows, offs_d, HEAD_DIM, row_ok, d_ok)
-    d_state = tl.dot(tl.trans(phi.to(state.dtype)), g.to(state.dtype))
-    _store_block_state(DStates, DNorms, block, d_state, -tl.sum(g_dot_out[:, None] * phi, 0), offs_d, d_ok, HEAD_DIM)
+    has_outside = tl.sum(norm, 0) > 0
+    d_state = tl.zeros([BLOCK_D, BLOCK_D], tl.float32)
+    d_norm = tl.zeros([BLOCK_D], tl.float32)
+    for part in tl.static_range(BLOCK // ROWS):
+        rows = tl.program_id(0) * BLOCK + part * ROWS + tl.arange(0, ROWS)
+        row_ok = rows < seq_len
+        phi = _phi_rows(Q, s_qb, s_qh, s_qn, bh, num_heads, seq_len, rows, offs_d, d_ok, FEATURE)
+        d_out = _load_rows(DOut, s_gb, s_gh, s_gn, bh, num_heads, rows, offs_d, row_ok, d_ok).to(tl.float32)
+        denom = tl.sum(phi * norm[None, :], 1) + eps
+        out = tl.dot(phi.to(state.dtype), state) / denom[:, None]
+        g = tl.where(has_outside, d_out / denom[:, None], 0.0)
+        g_dot_out = tl.sum(g * out, 1)
+        d_phi = tl.dot(g.to(state.dtype), tl.trans(state)) - g_dot_out[:, None] * norm[None, :]
+        _store_rows(DQ, _feature_map_backward(phi, d_phi, FEATURE), bh, seq_len, rows, offs_d, HEAD_DIM, row_ok,
+                    d_ok)
+        d_state = tl.dot(tl.trans(phi.to(state.dtype)), g.to(state.dtype), d_state)
+        d_norm -= tl.sum(g_dot_out[:, None] * phi, 0)
+    _store_block_state(DStates, DNorms, block, d_state, d_norm, offs_d, d_ok, HEAD_DIM)
 
 
 @triton.jit
 def _block_states_backward_kernel(K, V, DStates, DNorms, DK, DV, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, num_heads,
-                                  seq_len, num_blocks, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr,
-                                  BLOCK_D: tl.constexpr, FEATURE: tl.constexpr):
-    phi, rows, offs_d, d_ok, bh = _block_phi(K, s_kb, s_kh, s_kn, num_heads, seq_len, BLOCK, HEAD_DIM, BLOCK_D,
-                                             FEATURE)
-    row_ok = rows < seq_len
-    v = _load_rows(V, s_vb, s_vh, s_vn, bh, num_heads, rows, offs_d, row_ok, d_ok)
+                                  seq_len, num_blocks, BLOCK: tl.constexpr, ROWS: tl.constexpr,
+                                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, FEATURE: tl.constexpr):
+    """ROWS key tokens at a time (of the block's BLOCK), so that the live tiles fit in registers."""
+    bh, offs_d, d_ok = _program_lanes(HEAD_DIM, BLOCK_D)
     d_state, d_norm = _load_block_state(DStates, DNorms, bh * num_blocks + tl.program_id(0), offs_d, d_ok, HEAD_DIM)
-    d_phi = tl.dot(v.to(d_state.dtype), tl.trans(d_state)) + d_norm[None, :]
-    _store_rows(DV, tl.dot(phi.to(d_state.dtype), d_state), bh, seq_len, rows, offs_d, HEAD_DIM, row_ok, d_ok)
-    _store_rows(DK, _feature_map_backward(phi, d_phi, FEATURE), bh, seq_len, rows, offs_d, HEAD_DIM, row_ok, d_ok)
+    for part in tl.static_range(BLOCK // ROWS):
+        rows = tl.program_id(0) * BLOCK + part * ROWS + tl.arange(0, ROWS)
+        row_ok = rows < seq_len
+        phi = _phi_rows(K, s_kb, s_kh, s_kn, bh, num_heads, seq_len, rows, offs_d, d_ok, FEATURE)
+        v = _load_rows(V, s_vb, s_vh, s_vn, bh, num_heads, rows, offs_d, row_ok, d_ok)
+        d_phi = tl.dot(v.to(d_state.dtype), tl.trans(d_state)) + d_norm[None, :]
+        _store_rows(DV, tl.dot(phi.to(d_state.dtype), d_state), bh, seq_len, rows, offs_d, HEAD_DIM, row_ok, d_ok)
+        _store_rows(DK, _feature_map_backward(phi, d_phi, FEATURE), bh, seq_len, rows, offs_d, HEAD_DIM, row_ok,
+                    d_ok)
 
 
 def _launch_options(block_size: int, d: int, feature: str) -> dict:
@@ -194,14 +209,16 @@ class _FusedLinearBranch(torch.autograd.Function):
         outside_states, outside_norms = _outside_states(k, v, outside, ctx.launch)
         dq, dk, dv = (torch.empty((b, h, n, d), dtype=x.dtype, device=x.device) for x in (q, k, v))
         d_outside_states, d_outside_norms = torch.empty_like(outside_states), torch.empty_like(outside_norms)
+        # 64 rows at a time: at 128 the backward kernels spilled registers (sm_90 compile, Triton 3.9).
+        rows = min(BACKWARD_ROWS, ctx.launch["BLOCK"])
         _linear_readout_backward_kernel[(n_blocks, b * h)](
             q, d_out, outside_states, outside_norms, dq, d_outside_states, d_outside_norms, *_strides(q),
-            *_strides(d_out), h, n, n_blocks, ctx.eps, **ctx.launch)
+            *_strides(d_out), h, n, n_blocks, ctx.eps, ROWS=rows, **ctx.launch)
         not_selected_by = outside.transpose(-1, -2)  # (B, H, nK, nQ): which query blocks each key block serves
         d_states = (not_selected_by.to(q.dtype) @ d_outside_states).contiguous()
         d_norms = (not_selected_by.to(torch.float32) @ d_outside_norms).contiguous()
         _block_states_backward_kernel[(n_blocks, b * h)](k, v, d_states, d_norms, dk, dv, *_strides(k), *_strides(v),
-                                                         h, n, n_blocks, **ctx.launch)
+                                                         h, n, n_blocks, ROWS=rows, **ctx.launch)
         return dq, dk, dv, None, None, None, None
 
 
