@@ -5,8 +5,9 @@ and query block, `density` of the key blocks kept, always including the diagonal
 median ms, effective TFLOP/s on the kept work (4*D * kept query-key pairs / time) and that rate over
 cuDNN's dense rate. Also measured: backward, the pattern planner and the fused SLA forward/backward at
 Wan 480p, and the kernel with `rectified`'s pooled columns of the dropped blocks against it without them.
-Where NVIDIA's cuDNN frontend is installed (swiftdit[hopper]), its block-sparse kernel runs beside ours at
-64-token blocks on the same table (`cudnn_frontend_bsa`). Results go to <out>/kernels.csv and <out>/kernels.json; a table is printed last.
+On an H100 the Gluon forward (`swiftdit_gluon`, what "auto" runs for these calls at 128-token blocks) is timed
+beside the Triton kernel (`swiftdit_triton`). Where NVIDIA's cuDNN frontend is installed (swiftdit[hopper]),
+its block-sparse kernel runs beside ours at 64-token blocks on the same table (`cudnn_frontend_bsa`). Results go to <out>/kernels.csv and <out>/kernels.json; a table is printed last.
 
     python benchmarks/bench_kernels.py --out bench_out            # the full set (H100: ~5 min)
     python benchmarks/bench_kernels.py --out bench_out --quick    # Wan 480p only, fewer densities
@@ -30,6 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from swiftdit.kernels.block_sparse_attention import block_mask_to_index_table, block_sparse_attention, cudnn_frontend
+from swiftdit.kernels.block_sparse_attention.gluon_hopper import gluon_forward_takes
 from swiftdit.kernels.block_sparse_planning import plan_block_sparse
 from swiftdit.kernels.sparse_linear_attention import sparse_linear_attention
 
@@ -144,6 +146,10 @@ def attention_rows(shape_key: str, densities, block: int, quick: bool, with_flex
                                           backend="triton")
 
         candidates = [("swiftdit_triton", ours)]
+        if gluon_forward_takes(q, k, v, block, has_text=bool(t), has_element_mask=False, estimate_dropped=False):
+            # The Gluon forward (FA3's layout) that "auto" runs on an H100 for these calls.
+            candidates.append(("swiftdit_gluon", lambda: block_sparse_attention(
+                q, k, v, kv_indices, kv_counts, block, backend="gluon")))
         if not t and cudnn_frontend.cudnn_frontend_takes(q, block, has_text=False, has_element_mask=False,
                                                          estimate_dropped=False, needs_grad=False):
             # NVIDIA's FA3-derived block-sparse kernel, where installed (swiftdit[hopper]): the same table.

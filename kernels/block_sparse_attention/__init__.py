@@ -4,9 +4,12 @@
 Triton kernels (forward + backward through an autograd Function); elsewhere it runs the plain-PyTorch
 reference in `naive.py`. `backend="triton"` forces the kernels (on CPU tensors that needs
 TRITON_INTERPRET=1, which the tests use), `backend="reference"` forces the reference.
-Where NVIDIA's cuDNN frontend is installed (`swiftdit[hopper]`), "auto" runs the forward-only calls it can
-take at 64-token blocks on a Hopper GPU with its kernel instead (cudnn_frontend.py says why and what it
-lacks); `backend="cudnn-frontend"` forces it.
+On an H100 (compute capability 9.0) "auto" runs the forward of the plain calls at 128-token blocks (no text
+columns, element mask or pooled columns) with the Gluon kernel of gluon_hopper.py, FlashAttention-3's layout,
+which reaches cuDNN's dense rate where the Triton kernel reaches about 0.75 of it; its output and LSE feed
+the Triton backward. `backend="gluon"` forces it. Where NVIDIA's cuDNN frontend is installed
+(`swiftdit[hopper]`), "auto" runs the forward-only calls it can take at 64-token blocks on a Hopper GPU with
+its kernel instead (cudnn_frontend.py says why and what it lacks); `backend="cudnn-frontend"` forces it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from ..autograd import needs_autograd
 from ..block_index_table import block_mask_to_index_table
 from . import cudnn_frontend
 from .cudnn_frontend import cudnn_frontend_block_sparse_attention, cudnn_frontend_takes
+from .gluon_hopper import gluon_forward_takes
 from .naive import (
     block_sparse_attention_reference,
     index_table_to_block_mask,
@@ -31,7 +35,7 @@ from .window import (
     window_dense_mask,
 )
 
-BACKENDS = ("auto", "triton", "reference", "cudnn-frontend")
+BACKENDS = ("auto", "triton", "gluon", "reference", "cudnn-frontend")
 TRITON_BLOCK_SIZES = (32, 64, 128)
 TRITON_MAX_HEAD_DIM = 256
 TRITON_DTYPES = (torch.bfloat16, torch.float16)
@@ -87,6 +91,8 @@ def uses_triton(q: torch.Tensor, block_size: int, backend: str) -> bool:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend in ("reference", "cudnn-frontend"):
         return False
+    if backend == "gluon":  # the Gluon forward runs beside the Triton kernels, which do everything else
+        return True
     supported = block_size in TRITON_BLOCK_SIZES and q.shape[-1] <= TRITON_MAX_HEAD_DIM
     if backend == "auto":
         return q.is_cuda and q.dtype in TRITON_DTYPES and supported
@@ -148,9 +154,18 @@ def block_sparse_attention(
         )
     from .triton_ops import BlockSparseAttentionFunction
 
+    use_gluon = backend in ("auto", "gluon") and gluon_forward_takes(
+        q, k, v, block_size, has_text=text_k is not None, has_element_mask=element_mask is not None,
+        estimate_dropped=estimate_dropped)
+    if backend == "gluon" and not use_gluon:
+        raise ValueError(
+            "backend='gluon' needs an H100-class GPU (compute capability 9.0), a Triton with Gluon's Hopper API, "
+            "bf16/fp16 q/k/v with head_dim 64 or 128 and 16-byte aligned strides, block_size 128, and no text "
+            "columns, element mask or estimate_dropped")
     key_mask = text_key_mask.to(torch.uint8).contiguous() if text_key_mask is not None else None
     return BlockSparseAttentionFunction.apply(
         q, k, v, text_k, text_v, kv_indices, kv_counts, key_mask, element_mask, block_size, scale, estimate_dropped,
+        use_gluon,
     )
 
 

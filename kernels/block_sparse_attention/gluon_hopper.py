@@ -1,212 +1,80 @@
-"""Block-sparse attention forward for Hopper written in Gluon (Triton's explicit-layout dialect), with
-FlashAttention-3's intra-warpgroup overlap.
+"""Block-sparse attention forward for Hopper in Gluon (Triton's explicit-layout dialect), laid out like
+FlashAttention-3: a producer warp and two consumer warpgroups that take turns on the tensor cores.
 
 Why a second forward: the Triton kernel (triton_attention.py) reaches 0.72-0.85 of cuDNN's dense rate. Its
-`tl.dot` compiles to async wgmma, but Triton waits on every Q K^T at once, so the softmax and the tensor cores
-never run at the same time (BENCHMARKS.md, session 11). Gluon exposes the async wgmma and its waits, so this
-kernel orders one iteration over key tile j as
+`tl.dot` compiles to async wgmma, but Triton waits on every Q K^T at once and runs both warpgroups in the same
+phase, so the tensor cores idle while the softmax runs (BENCHMARKS.md, session 11). Gluon exposes warp
+specialization, the async wgmma and its waits, and mbarriers, so this kernel has
+- a producer warp that loads Q once and every kept key block's K and V through TMA into a ring of STAGES
+  shared-memory stages (device-side descriptors: any (B, N, H, D) or (B, H, N, D) layout with a unit last
+  stride), reusing a stage once both consumers release it;
+- two consumer warpgroups, 64 query rows each. Per key tile j, in its turn, a consumer issues S_j = Q K_j^T and
+  O += P_{j-1} V_{j-1} and hands the turn over; it then waits for S_j alone and runs the softmax while the
+  tensor cores work on its P V and on the other warpgroup's products (FA3's ping-pong and intra-warpgroup
+  overlap).
 
-    issue S_j = Q K_j^T            (async)
-    issue O += P_{j-1} V_{j-1}     (async, P from registers)
-    wait until only the last one is outstanding -> S_j is ready
-    softmax of S_j                 (runs while the tensor cores do P_{j-1} V_{j-1})
-    wait for P_{j-1} V_{j-1}, rescale O, refill the freed stage with TMA
-
-K and V tiles come through a ring of STAGES shared-memory buffers filled by TMA (device-side descriptors, so
-any (B, N, H, D) or (B, H, N, D) layout with a unit last stride works).
-
-Scope: visual keys only (no text columns, element mask or pooled columns), 128-token blocks, head_dim 64 or
-128, bf16/fp16, sm_90. Everything else stays on the Triton kernel. Same conventions as the Triton forward:
+Scope ("auto" takes it where `gluon_forward_takes` says so): visual keys only (no text columns, element mask
+or pooled columns), 128-token blocks, head_dim 64 or 128, bf16/fp16, compute capability 9.0, TMA-compatible
+strides, and a Triton with Gluon's Hopper API (3.6 was measured). Every other call stays on the Triton kernel,
+which also runs the backward from this kernel's output and LSE. Same conventions as the Triton forward:
 scores in log2 units, natural-log LSE, empty rows give zeros and -inf.
 """
 
 from __future__ import annotations
 
-import triton
-from triton.experimental import gluon
-from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+import functools
 
-LOG2E = 1.4426950408889634
+import torch
+import triton
+
+from .triton_attention import LOG2E, interpreting
+
 GLUON_BLOCK = 128
 GLUON_HEAD_DIMS = (64, 128)
+GLUON_DTYPES = (torch.bfloat16, torch.float16)
 GLUON_STAGES = 3  # Q (32 KB) + 3 x (K + V) tiles (64 KB each at head_dim 128) = 224 KB of the 227 KB
 
 
-@gluon.jit
-def _masked_scores(s, idx_row, tile, seq_len, cols, BLOCK: gl.constexpr, EVEN_N: gl.constexpr):
-    """Raw scores of the tile, -inf on keys past the sequence end (TMA filled their rows with zeros)."""
-    if not EVEN_N:
-        start = gl.load(idx_row + tile) * BLOCK
-        s = gl.where(gl.expand_dims(start + cols < seq_len, 0), s, float("-inf"))
-    return s
+@functools.lru_cache(maxsize=1)
+def load_kernel():
+    """The kernel module, or None where this Triton has no Gluon Hopper API (the Triton kernel then serves)."""
+    try:
+        from . import gluon_hopper_kernel
+    except ImportError:
+        return None
+    return gluon_hopper_kernel
 
 
-@gluon.jit
-def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr):
-    """One warp: Q's two halves once, then every kept key block's K and V into the ring of stages, as soon as
-    both consumers have released the stage."""
-    (k_desc, v_desc, q_desc, q_smem, k_smem, v_smem, ready, empty, q_ready, turn, Out, Lse, idx_row, count,
-     q_block, out_base, lse_base, s_on, seq_len, qk_scale_log2) = args
-    HALF: gl.constexpr = BLOCK // 2
-    mbarrier.expect(q_ready, 2 * q_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_desc, [q_block * BLOCK, 0], q_ready, q_smem.index(0))
-    tma.async_copy_global_to_shared(q_desc, [q_block * BLOCK + HALF, 0], q_ready, q_smem.index(1))
-    for tile in range(count):
-        stage = tile % STAGES
-        # A fresh mbarrier counts as having completed phase 1, so the first pass over the ring does not wait.
-        mbarrier.wait(empty.index(stage), ((tile // STAGES) & 1) ^ 1)
-        start = gl.load(idx_row + tile) * BLOCK
-        bar = ready.index(stage)
-        mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(k_desc, [start, 0], bar, k_smem.index(stage))
-        tma.async_copy_global_to_shared(v_desc, [start, 0], bar, v_smem.index(stage))
+def gluon_forward_takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, *, has_text: bool,
+                        has_element_mask: bool, estimate_dropped: bool) -> bool:
+    """Whether this kernel can run the forward of these inputs (see the module docstring for the scope)."""
+    if has_text or has_element_mask or estimate_dropped or interpreting():
+        return False
+    if not (q.is_cuda and block_size == GLUON_BLOCK and q.shape[-1] in GLUON_HEAD_DIMS and q.dtype in GLUON_DTYPES
+            and k.dtype == q.dtype and v.dtype == q.dtype):
+        return False
+    if torch.cuda.get_device_capability(q.device) != (9, 0) or load_kernel() is None:
+        return False
+    from .triton_ops import tma_layout_ok
 
-
-@gluon.jit
-def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
-              HALF_INDEX: gl.constexpr):
-    """One warpgroup, 64 query rows (half HALF_INDEX of the block). Per key tile j it issues S_j = Q K_j^T and
-    O += P_{j-1} V_{j-1} in its turn, hands the turn to the other warpgroup, and runs the softmax of S_j while
-    the tensor cores work on its own P V and on the other warpgroup's products."""
-    (k_desc, v_desc, q_desc, q_smem, k_smem, v_smem, ready, empty, q_ready, turn, Out, Lse, idx_row, count,
-     q_block, out_base, lse_base, s_on, seq_len, qk_scale_log2) = args
-    HALF: gl.constexpr = BLOCK // 2
-    dtype: gl.constexpr = k_smem.dtype
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, BLOCK, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, HEAD_DIM, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-    s_rows: gl.constexpr = gl.SliceLayout(1, s_layout)
-    o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
-    my_turn = turn.index(HALF_INDEX)
-    their_turn = turn.index(1 - HALF_INDEX)
-    q = q_smem.index(HALF_INDEX)
-
-    cols = gl.arange(0, BLOCK, layout=gl.SliceLayout(0, s_layout))
-    m_i = gl.full([HALF], float("-inf"), gl.float32, layout=s_rows)
-    l_i = gl.zeros([HALF], gl.float32, layout=s_rows)
-    acc = gl.zeros([HALF, HEAD_DIM], gl.float32, layout=o_layout)
-    s_zero = gl.zeros([HALF, BLOCK], gl.float32, layout=s_layout)
-    mbarrier.wait(q_ready, phase=0)
-    if count > 0:
-        p_prev = gl.zeros([HALF, BLOCK], dtype, layout=p_layout)
-        for tile in range(count):
-            stage = tile % STAGES
-            prev_stage = (tile + STAGES - 1) % STAGES
-            if tile == 0:
-                # There is no P V yet: multiply the zero P by this tile's V (loaded, so finite) rather than by a
-                # stage that TMA has not written (uninitialised shared memory may hold NaN patterns).
-                prev_stage = stage
-            mbarrier.wait(ready.index(stage), phase=(tile // STAGES) & 1)
-            # Warpgroup 0 goes first (its fresh barrier passes at phase 1); then they alternate.
-            mbarrier.wait(my_turn, phase=(tile & 1) ^ (1 - HALF_INDEX))
-            s = warpgroup_mma(q, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-            acc = warpgroup_mma(p_prev, v_smem.index(prev_stage), acc, is_async=True)
-            mbarrier.arrive(their_turn, count=1)
-            # wgmma groups retire in order: with one left outstanding (P V), the scores are ready.
-            s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))
-            s = _masked_scores(s, idx_row, tile, seq_len, cols, BLOCK, EVEN_N)
-            m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale_log2)
-            p = gl.exp2(s * qk_scale_log2 - gl.expand_dims(m_new, 1))
-            alpha = gl.exp2(m_i - m_new)
-            l_i = l_i * alpha + gl.sum(p, 1)
-            m_i = m_new
-            p_prev = gl.convert_layout(p.to(dtype), p_layout)
-            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-            acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
-            if tile > 0:  # tile - 1's K and V have been read by both of this warpgroup's products
-                mbarrier.arrive(empty.index(prev_stage), count=1)
-        last = (count - 1) % STAGES
-        acc = warpgroup_mma(p_prev, v_smem.index(last), acc, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-        mbarrier.arrive(empty.index(last), count=1)
-
-    empty_row = l_i == 0.0
-    lse = gl.where(empty_row, float("-inf"), (m_i + gl.log2(gl.where(empty_row, 1.0, l_i))) / 1.4426950408889634)
-    out = acc / gl.expand_dims(gl.convert_layout(gl.where(empty_row, 1.0, l_i), o_rows), 1)
-    rows = q_block * BLOCK + HALF_INDEX * HALF + gl.arange(0, HALF, layout=o_rows)
-    dims = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-    o_ptrs = Out + out_base + gl.expand_dims(rows, 1) * s_on + gl.expand_dims(dims, 0)
-    gl.store(o_ptrs, out.to(dtype), mask=gl.expand_dims(rows < seq_len, 1))
-    lse_rows = q_block * BLOCK + HALF_INDEX * HALF + gl.arange(0, HALF, layout=s_rows)
-    gl.store(Lse + lse_base + lse_rows, lse, mask=lse_rows < seq_len)
-
-
-@gluon.jit
-def _consumer_first_half(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                         EVEN_N: gl.constexpr):
-    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, 0)
-
-
-@gluon.jit
-def _consumer_second_half(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                          EVEN_N: gl.constexpr):
-    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, 1)
-
-
-@gluon.jit
-def block_sparse_forward_hopper_kernel(
-    Q, K, V, Out, Lse, KvIdx, KvCnt,
-    s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch,
-    num_heads, seq_len, qk_scale_log2,
-    BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
-    KV_LAYOUT: gl.constexpr, Q_LAYOUT: gl.constexpr, num_warps: gl.constexpr,
-):
-    """Three partitions (FlashAttention-3's layout): two consumer warpgroups of 64 query rows each that take
-    turns on the tensor cores, and one producer warp that fills the ring of K/V stages with TMA."""
-    q_block = gl.program_id(0)
-    bh = gl.program_id(1)
-    b = (bh // num_heads).to(gl.int64)
-    h = (bh % num_heads).to(gl.int64)
-    dtype: gl.constexpr = Q.dtype.element_ty
-    HALF: gl.constexpr = BLOCK // 2
-
-    q_desc = tma.make_tensor_descriptor(Q + b * s_qb + h * s_qh, [seq_len, HEAD_DIM], [s_qn, 1], [HALF, HEAD_DIM],
-                                        Q_LAYOUT)
-    k_desc = tma.make_tensor_descriptor(K + b * s_kb + h * s_kh, [seq_len, HEAD_DIM], [s_kn, 1], [BLOCK, HEAD_DIM],
-                                        KV_LAYOUT)
-    v_desc = tma.make_tensor_descriptor(V + b * s_vb + h * s_vh, [seq_len, HEAD_DIM], [s_vn, 1], [BLOCK, HEAD_DIM],
-                                        KV_LAYOUT)
-    q_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], Q_LAYOUT)
-    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK, HEAD_DIM], KV_LAYOUT)
-    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK, HEAD_DIM], KV_LAYOUT)
-    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(STAGES):
-        mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)  # both consumers release a stage
-    mbarrier.init(turn.index(0), count=1)
-    mbarrier.init(turn.index(1), count=1)
-    mbarrier.init(q_ready, count=1)
-
-    count = gl.load(KvCnt + b * s_cb + h * s_ch + q_block)
-    idx_row = KvIdx + b * s_ib + h * s_ih + q_block * s_iq
-    args = (k_desc, v_desc, q_desc, q_smem, k_smem, v_smem, ready, empty, q_ready, turn, Out, Lse, idx_row, count,
-            q_block, b * s_ob + h * s_oh, (b * num_heads + h) * seq_len, s_on, seq_len, qk_scale_log2)
-    gl.warp_specialize([
-        (_consumer_first_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N)),
-        (_consumer_second_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N)),
-        (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N)),
-    ], [4, 1], [240, 24])
+    return tma_layout_ok(q, k, v)
 
 
 def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale: float) -> None:
-    """q, k, v (B, H, N, D) with unit last stride, 16-byte aligned rows; out like q (any strides), lse (B, H, N)
-    contiguous float32; kv_indices/kv_counts int32 (B|1, H|1, nQ, ...) / (B|1, H|1, nQ); scale > 0."""
+    """q, k, v (B, H, N, D) that `gluon_forward_takes`; out (B, H, N, D) of q's dtype, any strides with a unit last
+    one; lse (B, H, N) contiguous float32; kv_indices / kv_counts int32 (B|1, H|1, nQ, ...) / (B|1, H|1, nQ);
+    scale > 0. Device-side TMA descriptors need Triton's allocator set (triton_ops does it)."""
+    kernel = load_kernel()
+    gl = kernel.gl
     b, h, n, d = q.shape
-    gl_dtype = gl.bfloat16 if q.dtype.itemsize == 2 and q.dtype.is_floating_point and str(q.dtype) == "torch.bfloat16" \
-        else gl.float16
+    gl_dtype = gl.bfloat16 if q.dtype == torch.bfloat16 else gl.float16
     kv_layout = gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK, d], gl_dtype)
     q_layout = gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK // 2, d], gl_dtype)
 
-    def strides(x, dims):
+    def strides(x, dims):  # 0 where a dim has size 1, so that it broadcasts
         return [x.stride(i) if x.shape[i] > 1 else 0 for i in range(dims)]
 
-    block_sparse_forward_hopper_kernel[(triton.cdiv(n, GLUON_BLOCK), b * h)](
+    kernel.block_sparse_forward_hopper_kernel[(triton.cdiv(n, GLUON_BLOCK), b * h)](
         q, k, v, out, lse, kv_indices, kv_counts,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
         v.stride(2), out.stride(0), out.stride(1), out.stride(2), *strides(kv_indices, 3), *strides(kv_counts, 2),
@@ -214,3 +82,37 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale: float
         BLOCK=GLUON_BLOCK, HEAD_DIM=d, STAGES=GLUON_STAGES, EVEN_N=n % GLUON_BLOCK == 0, KV_LAYOUT=kv_layout,
         Q_LAYOUT=q_layout, num_warps=4, maxnreg=168,
     )
+
+
+def compile_check(head_dim: int, even_n: bool) -> dict:
+    """Compile the kernel for compute capability 9.0 with the installed Triton, no GPU needed (not under
+    TRITON_INTERPRET=1): its wgmma count, whether the partitions got register budgets (setmaxnreg) and its
+    shared memory in bytes. The CPU tests run it in a subprocess."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    kernel = load_kernel()
+    if kernel is None:
+        raise RuntimeError("this Triton has no Gluon Hopper API")
+    gl = kernel.gl
+    fn = kernel.block_sparse_forward_hopper_kernel
+    constants = dict(BLOCK=GLUON_BLOCK, HEAD_DIM=head_dim, STAGES=GLUON_STAGES, EVEN_N=even_n, num_warps=4,
+                     KV_LAYOUT=gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK, head_dim], gl.bfloat16),
+                     Q_LAYOUT=gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK // 2, head_dim], gl.bfloat16))
+    pointers = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32",
+                "KvCnt": "*i32"}
+    signature, attrs = {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if name in constants:
+            signature[name] = "constexpr"
+        else:
+            signature[name] = pointers.get(name, "fp32" if name == "qk_scale_log2" else "i32")
+        if name in pointers or name.startswith(("s_q", "s_k", "s_v")):
+            attrs[(i,)] = [["tt.divisibility", 16]]  # what the launcher's aligned tensors give
+    target = GPUTarget("cuda", 90, 32)
+    options = triton.compiler.make_backend(target).parse_options({"num_warps": 4, "maxnreg": 168})
+    compiled = triton.compile(GluonASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs),
+                              target=target, options=options.__dict__)
+    ptx = compiled.asm["ptx"]
+    return {"wgmma": ptx.count("wgmma.mma_async"), "setmaxnreg": "setmaxnreg" in ptx,
+            "shared_bytes": compiled.metadata.shared}

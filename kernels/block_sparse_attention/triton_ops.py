@@ -8,6 +8,7 @@ import torch
 import triton
 
 from ..block_index_table import block_mask_to_index_table
+from .gluon_hopper import launch_forward_hopper
 from .naive import index_table_to_block_mask
 from .triton_attention import (
     EMASK_DENSE,
@@ -160,6 +161,7 @@ def launch_forward(
     element_mask: ElementMask | LocalWindowMask | None,
     config: dict | None = None,
     pooled: KernelPooledColumns | None = None,
+    use_gluon: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns out (B, H, N, D) in q's dtype and lse (B, H, N) float32.
 
@@ -167,7 +169,8 @@ def launch_forward(
     runs that one variant (benchmarks/bench_kernel_variants.py sweeps them); ValueError if it cannot run on
     these inputs. Without it the autotuner picks among the candidates `triton_attention` lists. `pooled`: the
     pooled columns of the dropped blocks (pooled.py) in the kernels' form, attended after the kept blocks and
-    the text (its bias assumes `scale` > 0, which `block_sparse_attention` checks)."""
+    the text (its bias assumes `scale` > 0, which `block_sparse_attention` checks). `use_gluon`: run the Hopper
+    kernel of gluon_hopper.py instead (the caller has checked `gluon_forward_takes`)."""
     b, h, n, d = q.shape
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
     # The kernel takes the row max on unscaled scores, which needs a positive scale: fold a sign into q.
@@ -180,6 +183,10 @@ def launch_forward(
     n_blocks = triton.cdiv(n, block_size)
     out = output_like(q)
     lse = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
+    if use_gluon:
+        _ensure_tma_allocator()
+        launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale)
+        return out, lse
     placeholder = lse  # any tensor: pointers of disabled branches are never dereferenced
     pool_tensors, pool_strides, num_kv_blocks = _pooled_args(pooled, placeholder)
     text_k = _last_dim_contiguous(text.k) if text is not None else placeholder.new_empty((1, 1, 1, 1))
@@ -329,7 +336,7 @@ class BlockSparseAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, text_k, text_v, kv_indices, kv_counts, text_key_mask, element_mask, block_size, scale,
-                estimate_dropped=False):
+                estimate_dropped=False, use_gluon=False):
         text = TextKeys(text_k, text_v, text_key_mask) if text_k is not None else None
         if isinstance(element_mask, LocalWindowMask):
             emask = element_mask.with_block_full(block_size)
@@ -340,7 +347,8 @@ class BlockSparseAttentionFunction(torch.autograd.Function):
             kept = index_table_to_block_mask(kv_indices, kv_counts, triton.cdiv(q.shape[2], block_size))
             columns = pooled_columns(k, v, kept, block_size, pool=mean_pool_blocks)
             pooled = KernelPooledColumns.from_columns(columns, q.dtype, scale)  # shared with the backward
-        out, lse = launch_forward(q, k, v, kv_indices, kv_counts, block_size, scale, text, emask, pooled=pooled)
+        out, lse = launch_forward(q, k, v, kv_indices, kv_counts, block_size, scale, text, emask, pooled=pooled,
+                                  use_gluon=use_gluon)
         ctx.save_for_backward(q, k, v, text_k, text_v, kv_indices, kv_counts, text_key_mask, out, lse)
         ctx.element_mask, ctx.pooled = emask, pooled
         ctx.block_size, ctx.scale = block_size, scale
@@ -360,4 +368,4 @@ class BlockSparseAttentionFunction(torch.autograd.Function):
             # A block mean's gradient reaches each of its n_j tokens divided by n_j.
             dk = (dk.float() + spread_block_gradient(d_pooled_k, ctx.block_size, q.shape[2])).to(dk.dtype)
             dv = (dv.float() + spread_block_gradient(d_pooled_v, ctx.block_size, q.shape[2])).to(dv.dtype)
-        return dq, dk, dv, d_text_k, d_text_v, None, None, None, None, None, None, None
+        return dq, dk, dv, d_text_k, d_text_v, None, None, None, None, None, None, None, None

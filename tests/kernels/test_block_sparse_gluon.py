@@ -1,0 +1,90 @@
+"""The Gluon forward for Hopper (kernels/block_sparse_attention/gluon_hopper.py): when "auto" takes it, that a
+forced call it cannot take is refused by name, that it compiles for sm_90 without a GPU, and on the H100 that its
+output, LSE and the gradients of the Triton backward it feeds match the reference."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from kernel_cases import assert_lse_close, finite_lse_sum, leaf_copies, qkv, random_block_mask, relative_error
+
+from swiftdit.kernels.block_sparse_attention import (
+    block_mask_to_index_table,
+    block_sparse_attention,
+    block_sparse_attention_reference,
+)
+from swiftdit.kernels.block_sparse_attention.gluon_hopper import gluon_forward_takes
+
+
+def test_auto_keeps_the_triton_kernel_off_hopper_and_for_calls_outside_the_scope():
+    q, k, v = qkv(1, 2, 256, 128, torch.bfloat16)
+    plain = dict(has_text=False, has_element_mask=False, estimate_dropped=False)
+    assert not gluon_forward_takes(q, k, v, 128, **plain)  # CPU tensors
+    for extra in ("has_text", "has_element_mask", "estimate_dropped"):
+        assert not gluon_forward_takes(q, k, v, 128, **dict(plain, **{extra: True}))
+
+
+def test_forcing_gluon_where_it_cannot_run_names_the_requirements():
+    q, k, v = qkv(1, 1, 256, 128, torch.bfloat16)
+    kv_indices, kv_counts = block_mask_to_index_table(torch.ones(1, 1, 2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="backend='gluon' needs an H100-class GPU"):
+        block_sparse_attention(q, k, v, kv_indices, kv_counts, 128, backend="gluon")
+
+
+@pytest.mark.parametrize("head_dim, even", [(128, False), (64, True)])
+def test_kernel_compiles_for_sm90(head_dim, even):
+    """A compile for compute capability 9.0 with the installed Triton, no GPU needed, in a subprocess (this one
+    runs Triton's interpreter): the kernel's layouts, partitions and barriers type-check, the partitions get
+    their register budgets, and the shared memory fits the H100's 227 KB."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    script = ("import json; from swiftdit.kernels.block_sparse_attention.gluon_hopper import compile_check, load_kernel;"
+              f" print(json.dumps(compile_check({head_dim}, {even}) if load_kernel() else None))")
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    if result is None:
+        pytest.skip("this Triton has no Gluon Hopper API")
+    assert result["wgmma"] > 0 and result["setmaxnreg"]
+    assert result["shared_bytes"] <= 232448
+
+
+def _gpu_case(b, h, n, d, dtype, layout, empty_rows=0, density=0.3, seed=0):
+    q, k, v = qkv(b, h, n, d, dtype, device="cuda", seed=seed)
+    if layout == "bnhd":  # diffusers' processors hand over (B, N, H, D) views
+        q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
+    mask = random_block_mask(b, h, math.ceil(n / 128), density, seed=seed, empty_rows=empty_rows).cuda()
+    return q, k, v, mask
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n, d, dtype, layout", [(8190, 128, torch.bfloat16, "bnhd"), (4096, 64, torch.float16, "bhnd"),
+                                                 (2000, 128, torch.float16, "bhnd")])
+def test_gpu_gluon_forward_matches_reference(n, d, dtype, layout):
+    q, k, v, mask = _gpu_case(2, 3, n, d, dtype, layout, empty_rows=2)
+    assert gluon_forward_takes(q, k, v, 128, has_text=False, has_element_mask=False, estimate_dropped=False)
+    kv_indices, kv_counts = block_mask_to_index_table(mask)
+    out, lse = block_sparse_attention(q, k, v, kv_indices, kv_counts, 128, backend="gluon")
+    ref, ref_lse = block_sparse_attention_reference(q.float(), k.float(), v.float(), kv_indices, kv_counts, 128)
+    assert relative_error(out, ref) < 1e-2
+    assert_lse_close(lse, ref_lse)
+    assert torch.all(out[0, 0, :256] == 0)  # the empty rows
+    assert out.stride() == q.stride()  # written in q's layout
+
+
+@pytest.mark.gpu
+def test_gpu_gluon_forward_feeds_the_triton_backward():
+    q, k, v, mask = _gpu_case(1, 2, 3000, 128, torch.bfloat16, "bhnd")
+    kv_indices, kv_counts = block_mask_to_index_table(mask)
+    weights = torch.randn(q.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    grads = []
+    for backend, dtype in (("gluon", torch.bfloat16), ("reference", torch.float32)):
+        inputs = leaf_copies([q, k, v], dtype)
+        out, lse = block_sparse_attention(*inputs, kv_indices, kv_counts, 128, backend=backend)
+        loss = (out.float() * weights).sum() + finite_lse_sum(lse)
+        grads.append(torch.autograd.grad(loss, inputs))
+    for name, grad, expected in zip("qkv", *grads):
+        assert relative_error(grad, expected) < 2e-2, f"gradient of {name}"
