@@ -5,17 +5,19 @@ Why a second forward: the Triton kernel (triton_attention.py) reaches 0.72-0.85 
 `tl.dot` compiles to async wgmma, but Triton waits on every Q K^T at once and runs both warpgroups in the same
 phase, so the tensor cores idle while the softmax runs (BENCHMARKS.md, session 11). Gluon exposes warp
 specialization, the async wgmma and its waits, and mbarriers, so this kernel has
-- a producer warp that loads Q once and every kept key block's K and V through TMA into a ring of STAGES
-  shared-memory stages (device-side descriptors: any (B, N, H, D) or (B, H, N, D) layout with a unit last
-  stride), reusing a stage once both consumers release it;
+- a persistent grid, one program per SM, over the (batch * head, query block) work items;
+- a producer warp that loads each item's Q and every kept key block's K and V through TMA into a ring of
+  STAGES shared-memory stages, reusing a stage once both consumers release it. The ring runs on across work
+  items, so the next item's loads overlap this one's last products and its output store;
 - two consumer warpgroups, 64 query rows each. Per key tile j, in its turn, a consumer issues S_j = Q K_j^T and
   O += P_{j-1} V_{j-1} and hands the turn over; it then waits for S_j alone and runs the softmax while the
   tensor cores work on its P V and on the other warpgroup's products (FA3's ping-pong and intra-warpgroup
   overlap).
 
 Scope ("auto" takes it where `gluon_forward_takes` says so): visual keys only (no text columns, element mask
-or pooled columns), 128-token blocks, head_dim 64 or 128, bf16/fp16, compute capability 9.0, TMA-compatible
-strides, and a Triton with Gluon's Hopper API (3.6 was measured). Every other call stays on the Triton kernel,
+or pooled columns), 128-token blocks, head_dim 64 or 128, bf16/fp16, compute capability 9.0, q, k and v all
+contiguous (B, H, N, D) or all (B, N, H, D) seen as (B, H, N, D) (what diffusers' processors pass), and a
+Triton with Gluon's Hopper API (3.6 was measured). Every other call stays on the Triton kernel,
 which also runs the backward from this kernel's output and LSE. Same conventions as the Triton forward:
 scores in log2 units, natural-log LSE, empty rows give zeros and -inf.
 """
@@ -23,6 +25,7 @@ scores in log2 units, natural-log LSE, empty rows give zeros and -inf.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import triton
@@ -45,6 +48,29 @@ def load_kernel():
     return gluon_hopper_kernel
 
 
+class TmaView(NamedTuple):
+    """A (B, H, N, D) tensor as the 2D tensor its TMA descriptor covers: (B * H * N, D) for a contiguous one,
+    (B * N, H * D) for a (B, N, H, D) one (bnhd); a (batch, head)'s rows then start at a fixed row and column."""
+
+    matrix: torch.Tensor
+    bnhd: bool
+
+
+def tma_view(x: torch.Tensor) -> TmaView | None:
+    """The 2D view of x the kernel reads through TMA, or None for other layouts (the Triton kernel takes them)."""
+    b, h, n, d = x.shape
+    if x.is_contiguous():
+        return TmaView(x.view(b * h * n, d), False)
+    if x.transpose(1, 2).is_contiguous():
+        return TmaView(x.transpose(1, 2).view(b * n, h * d), True)
+    return None
+
+
+def _same_tma_layout(q, k, v) -> bool:
+    views = [tma_view(x) for x in (q, k, v)]
+    return all(view is not None for view in views) and len({view.bnhd for view in views}) == 1
+
+
 def gluon_forward_takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, *, has_text: bool,
                         has_element_mask: bool, estimate_dropped: bool) -> bool:
     """Whether this kernel can run the forward of these inputs (see the module docstring for the scope)."""
@@ -57,30 +83,47 @@ def gluon_forward_takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block
         return False
     from .triton_ops import tma_layout_ok
 
-    return tma_layout_ok(q, k, v)
+    return tma_layout_ok(q, k, v) and _same_tma_layout(q, k, v)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _shared_layouts(gl, dtype, head_dim: int):
+    """NVMMA shared layouts of a query half-block (64 rows) and of a key/value block (128 rows)."""
+    gl_dtype = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+    return (gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK // 2, head_dim], gl_dtype),
+            gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK, head_dim], gl_dtype))
 
 
 def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale: float) -> None:
     """q, k, v (B, H, N, D) that `gluon_forward_takes`; out (B, H, N, D) of q's dtype, any strides with a unit last
     one; lse (B, H, N) contiguous float32; kv_indices / kv_counts int32 (B|1, H|1, nQ, ...) / (B|1, H|1, nQ);
-    scale > 0. Device-side TMA descriptors need Triton's allocator set (triton_ops does it)."""
+    scale > 0."""
     kernel = load_kernel()
-    gl = kernel.gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
     b, h, n, d = q.shape
-    gl_dtype = gl.bfloat16 if q.dtype == torch.bfloat16 else gl.float16
-    kv_layout = gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK, d], gl_dtype)
-    q_layout = gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK // 2, d], gl_dtype)
+    q_layout, kv_layout = _shared_layouts(kernel.gl, q.dtype, d)
+    views = [tma_view(x) for x in (q, k, v)]
+    q_desc, k_desc, v_desc = (
+        TensorDescriptor(view.matrix, list(view.matrix.shape), list(view.matrix.stride()), [rows, d], layout)
+        for view, rows, layout in zip(views, (GLUON_BLOCK // 2, GLUON_BLOCK, GLUON_BLOCK),
+                                      (q_layout, kv_layout, kv_layout)))
 
     def strides(x, dims):  # 0 where a dim has size 1, so that it broadcasts
         return [x.stride(i) if x.shape[i] > 1 else 0 for i in range(dims)]
 
-    kernel.block_sparse_forward_hopper_kernel[(triton.cdiv(n, GLUON_BLOCK), b * h)](
-        q, k, v, out, lse, kv_indices, kv_counts,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
-        v.stride(2), out.stride(0), out.stride(1), out.stride(2), *strides(kv_indices, 3), *strides(kv_counts, 2),
-        h, n, scale * LOG2E,
-        BLOCK=GLUON_BLOCK, HEAD_DIM=d, STAGES=GLUON_STAGES, EVEN_N=n % GLUON_BLOCK == 0, KV_LAYOUT=kv_layout,
-        Q_LAYOUT=q_layout, num_warps=4, maxnreg=168,
+    n_q_blocks = triton.cdiv(n, GLUON_BLOCK)
+    total = b * h * n_q_blocks
+    kernel.block_sparse_forward_hopper_kernel[(min(total, _sm_count(q.device.index or 0)),)](
+        q_desc, k_desc, v_desc, out, lse, kv_indices, kv_counts,
+        out.stride(0), out.stride(1), out.stride(2), *strides(kv_indices, 3), *strides(kv_counts, 2),
+        h, n, n_q_blocks, total, scale * LOG2E,
+        BLOCK=GLUON_BLOCK, HEAD_DIM=d, STAGES=GLUON_STAGES, EVEN_N=n % GLUON_BLOCK == 0, BNHD=views[0].bnhd,
+        num_warps=4, maxnreg=168,
     )
 
 
@@ -94,21 +137,24 @@ def compile_check(head_dim: int, even_n: bool) -> dict:
     kernel = load_kernel()
     if kernel is None:
         raise RuntimeError("this Triton has no Gluon Hopper API")
-    gl = kernel.gl
     fn = kernel.block_sparse_forward_hopper_kernel
-    constants = dict(BLOCK=GLUON_BLOCK, HEAD_DIM=head_dim, STAGES=GLUON_STAGES, EVEN_N=even_n, num_warps=4,
-                     KV_LAYOUT=gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK, head_dim], gl.bfloat16),
-                     Q_LAYOUT=gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK // 2, head_dim], gl.bfloat16))
-    pointers = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32",
-                "KvCnt": "*i32"}
+    q_layout, kv_layout = _shared_layouts(kernel.gl, torch.bfloat16, head_dim)
+    descriptors = {"q_desc": (GLUON_BLOCK // 2, q_layout), "k_desc": (GLUON_BLOCK, kv_layout),
+                   "v_desc": (GLUON_BLOCK, kv_layout)}
+    constants = dict(BLOCK=GLUON_BLOCK, HEAD_DIM=head_dim, STAGES=GLUON_STAGES, EVEN_N=even_n, BNHD=True,
+                     num_warps=4)
+    pointers = {"Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32", "KvCnt": "*i32"}
     signature, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in constants:
             signature[name] = "constexpr"
+        elif name in descriptors:
+            rows, layout = descriptors[name]
+            signature[name] = f"tensordesc<bf16[{rows}, {head_dim}],{layout!r}>"
         else:
             signature[name] = pointers.get(name, "fp32" if name == "qk_scale_log2" else "i32")
-        if name in pointers or name.startswith(("s_q", "s_k", "s_v")):
-            attrs[(i,)] = [["tt.divisibility", 16]]  # what the launcher's aligned tensors give
+        if name in pointers:
+            attrs[(i,)] = [["tt.divisibility", 16]]
     target = GPUTarget("cuda", 90, 32)
     options = triton.compiler.make_backend(target).parse_options({"num_warps": 4, "maxnreg": 168})
     compiled = triton.compile(GluonASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs),
