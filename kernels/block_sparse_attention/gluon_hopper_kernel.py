@@ -118,6 +118,10 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
                 mbarrier.arrive(their_turn, count=1)
                 # wgmma groups retire in order: with one left outstanding (P V), the scores are ready.
                 s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))
+                if j == count - 1:
+                    # The item's last Q K^T is done: release this half of Q now, so that the producer loads the
+                    # next item's while this warpgroup finishes the last P V, the softmax and the store.
+                    mbarrier.arrive(q_empty, count=1)
                 s = _masked_scores(s, idx_row, j, seq_len, cols, BLOCK, EVEN_N)
                 m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale_log2)
                 p = gl.exp2(s * qk_scale_log2 - gl.expand_dims(m_new, 1))
@@ -134,7 +138,8 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
             acc = warpgroup_mma(p_prev, v_smem.index(last), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
             mbarrier.arrive(empty.index(last), count=1)
-        mbarrier.arrive(q_empty, count=1)  # this half of Q is read; the producer may load the next item's
+        else:
+            mbarrier.arrive(q_empty, count=1)  # an empty row never reads Q
 
         empty_row = l_i == 0.0
         lse = gl.where(empty_row, float("-inf"), (m_i + gl.log2(gl.where(empty_row, 1.0, l_i))) / 1.4426950408889634)
