@@ -146,10 +146,10 @@ def attention_rows(shape_key: str, densities, block: int, quick: bool, with_flex
                                           backend="triton")
 
         candidates = [("swiftdit_triton", ours)]
-        if gluon_forward_takes(q, k, v, block, has_text=bool(t), has_element_mask=False, estimate_dropped=False):
+        if gluon_forward_takes(q, k, v, block, text_k=text_k, has_element_mask=False, estimate_dropped=False):
             # The Gluon forward (FA3's layout) that "auto" runs on an H100 for these calls.
             candidates.append(("swiftdit_gluon", lambda: block_sparse_attention(
-                q, k, v, kv_indices, kv_counts, block, backend="gluon")))
+                q, k, v, kv_indices, kv_counts, block, text_k=text_k, text_v=text_v, backend="gluon")))
         if not t and cudnn_frontend.cudnn_frontend_takes(q, block, has_text=False, has_element_mask=False,
                                                          estimate_dropped=False, needs_grad=False):
             # NVIDIA's FA3-derived block-sparse kernel, where installed (swiftdit[hopper]): the same table.

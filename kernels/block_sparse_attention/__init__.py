@@ -4,8 +4,8 @@
 Triton kernels (forward + backward through an autograd Function); elsewhere it runs the plain-PyTorch
 reference in `naive.py`. `backend="triton"` forces the kernels (on CPU tensors that needs
 TRITON_INTERPRET=1, which the tests use), `backend="reference"` forces the reference.
-On an H100 (compute capability 9.0) "auto" runs the forward of the plain calls at 128-token blocks (no text
-columns, element mask or pooled columns) with the Gluon kernel of gluon_hopper.py, FlashAttention-3's layout,
+On an H100 (compute capability 9.0) "auto" runs the forward of the calls at 128-token blocks without an
+element mask or pooled columns (text columns are fine) with the Gluon kernel of gluon_hopper.py, FlashAttention-3's layout,
 which reaches cuDNN's dense rate where the Triton kernel reaches about 0.75 of it; its output and LSE feed
 the Triton backward. `backend="gluon"` forces it. Where NVIDIA's cuDNN frontend is installed
 (`swiftdit[hopper]`), "auto" runs the forward-only calls it can take at 64-token blocks on a Hopper GPU with
@@ -155,13 +155,13 @@ def block_sparse_attention(
     from .triton_ops import BlockSparseAttentionFunction
 
     use_gluon = backend in ("auto", "gluon") and gluon_forward_takes(
-        q, k, v, block_size, has_text=text_k is not None, has_element_mask=element_mask is not None,
+        q, k, v, block_size, text_k=text_k, has_element_mask=element_mask is not None,
         estimate_dropped=estimate_dropped)
     if backend == "gluon" and not use_gluon:
         raise ValueError(
             "backend='gluon' needs an H100-class GPU (compute capability 9.0), a Triton with Gluon's Hopper API, "
-            "bf16/fp16 q/k/v with head_dim 64 or 128 and 16-byte aligned strides, block_size 128, and no text "
-            "columns, element mask or estimate_dropped")
+            "bf16/fp16 q/k/v with head_dim 64 or 128, all contiguous (B, H, N, D) or all (B, N, H, D) views, "
+            "16-byte aligned, block_size 128, and no element mask or estimate_dropped")
     key_mask = text_key_mask.to(torch.uint8).contiguous() if text_key_mask is not None else None
     return BlockSparseAttentionFunction.apply(
         q, k, v, text_k, text_v, kv_indices, kv_counts, key_mask, element_mask, block_size, scale, estimate_dropped,

@@ -14,8 +14,8 @@ specialization, the async wgmma and its waits, and mbarriers, so this kernel has
   tensor cores work on its P V and on the other warpgroup's products (FA3's ping-pong and intra-warpgroup
   overlap).
 
-Scope ("auto" takes it where `gluon_forward_takes` says so): visual keys only (no text columns, element mask
-or pooled columns), 128-token blocks, head_dim 64 or 128, bf16/fp16, compute capability 9.0, q, k and v all
+Scope ("auto" takes it where `gluon_forward_takes` says so): the kept visual blocks and, optionally, text keys
+with their padding mask walked after them (no element mask or pooled columns), 128-token blocks, head_dim 64 or 128, bf16/fp16, compute capability 9.0, q, k and v all
 contiguous (B, H, N, D) or all (B, N, H, D) seen as (B, H, N, D) (what diffusers' processors pass), and a
 Triton with Gluon's Hopper API (3.6 was measured). Every other call stays on the Triton kernel,
 which also runs the backward from this kernel's output and LSE. Same conventions as the Triton forward:
@@ -71,13 +71,13 @@ def _same_tma_layout(q, k, v) -> bool:
     return all(view is not None for view in views) and len({view.bnhd for view in views}) == 1
 
 
-def gluon_forward_takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, *, has_text: bool,
-                        has_element_mask: bool, estimate_dropped: bool) -> bool:
+def gluon_forward_takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, *,
+                        text_k: torch.Tensor | None, has_element_mask: bool, estimate_dropped: bool) -> bool:
     """Whether this kernel can run the forward of these inputs (see the module docstring for the scope)."""
-    if has_text or has_element_mask or estimate_dropped or interpreting():
+    if has_element_mask or estimate_dropped or interpreting():
         return False
     if not (q.is_cuda and block_size == GLUON_BLOCK and q.shape[-1] in GLUON_HEAD_DIMS and q.dtype in GLUON_DTYPES
-            and k.dtype == q.dtype and v.dtype == q.dtype):
+            and k.dtype == q.dtype and v.dtype == q.dtype and (text_k is None or text_k.dtype == q.dtype)):
         return False
     if torch.cuda.get_device_capability(q.device) != (9, 0) or load_kernel() is None:
         return False
@@ -98,20 +98,26 @@ def _shared_layouts(gl, dtype, head_dim: int):
             gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK, head_dim], gl_dtype))
 
 
-def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale: float) -> None:
+def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale: float, text_k=None, text_v=None,
+                          text_key_mask=None) -> None:
     """q, k, v (B, H, N, D) that `gluon_forward_takes`; out (B, H, N, D) of q's dtype, any strides with a unit last
     one; lse (B, H, N) contiguous float32; kv_indices / kv_counts int32 (B|1, H|1, nQ, ...) / (B|1, H|1, nQ);
-    scale > 0."""
+    scale > 0; text_k / text_v (B, H, L, D) and text_key_mask (B, L) uint8 (0 = padding), optional."""
     kernel = load_kernel()
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     b, h, n, d = q.shape
     q_layout, kv_layout = _shared_layouts(kernel.gl, q.dtype, d)
     views = [tma_view(x) for x in (q, k, v)]
-    q_desc, k_desc, v_desc = (
-        TensorDescriptor(view.matrix, list(view.matrix.shape), list(view.matrix.stride()), [rows, d], layout)
-        for view, rows, layout in zip(views, (GLUON_BLOCK // 2, GLUON_BLOCK, GLUON_BLOCK),
-                                      (q_layout, kv_layout, kv_layout)))
+    text_len = 0 if text_k is None else text_k.shape[2]
+    # The text keys are few (256 in HunyuanVideo): a contiguous copy where they come as a slice of something
+    # larger costs little and gives them a (B * H * L, D) view.
+    texts = [x.contiguous().view(-1, d) for x in (text_k, text_v)] if text_len else [views[1].matrix] * 2
+    q_desc, k_desc, v_desc, tk_desc, tv_desc = (
+        TensorDescriptor(matrix, list(matrix.shape), list(matrix.stride()), [rows, d], layout)
+        for matrix, rows, layout in zip([view.matrix for view in views] + texts,
+                                        (GLUON_BLOCK // 2,) + (GLUON_BLOCK,) * 4, (q_layout,) + (kv_layout,) * 4))
+    text_mask = text_key_mask.contiguous() if text_key_mask is not None else lse  # lse: an unread placeholder
 
     def strides(x, dims):  # 0 where a dim has size 1, so that it broadcasts
         return [x.stride(i) if x.shape[i] > 1 else 0 for i in range(dims)]
@@ -119,11 +125,12 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale: float
     n_q_blocks = triton.cdiv(n, GLUON_BLOCK)
     total = b * h * n_q_blocks
     kernel.block_sparse_forward_hopper_kernel[(min(total, _sm_count(q.device.index or 0)),)](
-        q_desc, k_desc, v_desc, out, lse, kv_indices, kv_counts,
+        q_desc, k_desc, v_desc, tk_desc, tv_desc, out, lse, kv_indices, kv_counts, text_mask,
         out.stride(0), out.stride(1), out.stride(2), *strides(kv_indices, 3), *strides(kv_counts, 2),
-        h, n, n_q_blocks, total, scale * LOG2E,
+        text_mask.stride(0) if text_key_mask is not None else 0,
+        h, n, text_len, n_q_blocks, total, scale * LOG2E,
         BLOCK=GLUON_BLOCK, HEAD_DIM=d, STAGES=GLUON_STAGES, EVEN_N=n % GLUON_BLOCK == 0, BNHD=views[0].bnhd,
-        num_warps=4, maxnreg=168,
+        HAS_TEXT_MASK=text_key_mask is not None, num_warps=4, maxnreg=168,
     )
 
 
@@ -140,10 +147,11 @@ def compile_check(head_dim: int, even_n: bool) -> dict:
     fn = kernel.block_sparse_forward_hopper_kernel
     q_layout, kv_layout = _shared_layouts(kernel.gl, torch.bfloat16, head_dim)
     descriptors = {"q_desc": (GLUON_BLOCK // 2, q_layout), "k_desc": (GLUON_BLOCK, kv_layout),
-                   "v_desc": (GLUON_BLOCK, kv_layout)}
+                   "v_desc": (GLUON_BLOCK, kv_layout), "tk_desc": (GLUON_BLOCK, kv_layout),
+                   "tv_desc": (GLUON_BLOCK, kv_layout)}
     constants = dict(BLOCK=GLUON_BLOCK, HEAD_DIM=head_dim, STAGES=GLUON_STAGES, EVEN_N=even_n, BNHD=True,
-                     num_warps=4)
-    pointers = {"Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32", "KvCnt": "*i32"}
+                     HAS_TEXT_MASK=True, num_warps=4)
+    pointers = {"Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32", "KvCnt": "*i32", "TextMask": "*u8"}
     signature, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in constants:

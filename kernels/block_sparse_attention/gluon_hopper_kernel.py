@@ -36,15 +36,26 @@ def _masked_scores(s, idx_row, tile, seq_len, cols, BLOCK: gl.constexpr, EVEN_N:
 
 
 @gluon.jit
+def _text_scores(s, TextMask, b, s_tmb, text_cols, text_len, HAS_TEXT_MASK: gl.constexpr):
+    """Raw scores of a text tile, -inf past the text's end and on padding keys."""
+    valid = text_cols < text_len
+    if HAS_TEXT_MASK:
+        valid = valid & (gl.load(TextMask + b * s_tmb + text_cols, mask=valid, other=0) != 0)
+    return gl.where(gl.expand_dims(valid, 0), s, float("-inf"))
+
+
+@gluon.jit
 def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
-              BNHD: gl.constexpr):
+              BNHD: gl.constexpr, HAS_TEXT_MASK: gl.constexpr):
     """One warp. Per work item: the query block's two halves once both consumers have released the previous
     ones, then every kept key block's K and V into the ring of stages as soon as both consumers have released
     a stage. The ring runs on across work items, so the next item's loads overlap this item's last products
     and its output store."""
-    (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, ready, empty, q_ready, q_empty, turn, Out, Lse, KvIdx, KvCnt,
-     s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, num_heads, seq_len, num_q_blocks, total, qk_scale_log2) = args
+    (q_desc, k_desc, v_desc, tk_desc, tv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready, q_empty, turn, Out, Lse,
+     KvIdx, KvCnt, TextMask, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, num_heads, seq_len, text_len,
+     num_q_blocks, total, qk_scale_log2) = args
     HALF: gl.constexpr = BLOCK // 2
+    text_tiles = gl.cdiv(text_len, BLOCK)
     tile = 0
     done = 0
     for item in range(gl.program_id(0), total, gl.num_programs(0)):
@@ -56,28 +67,35 @@ def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
         tma_load(q_desc, [row0 + q_block * BLOCK + HALF, col0], q_ready, q_smem.index(1))
         count = gl.load(KvCnt + b * s_cb + h * s_ch + q_block)
         idx_row = KvIdx + b * s_ib + h * s_ih + q_block * s_iq
-        for j in range(count):
+        for j in range(count + text_tiles):
             stage = tile % STAGES
             mbarrier.wait(empty.index(stage), ((tile // STAGES) & 1) ^ 1)
-            start = gl.load(idx_row + j) * BLOCK
             bar = ready.index(stage)
             mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-            tma_load(k_desc, [row0 + start, col0], bar, k_smem.index(stage))
-            tma_load(v_desc, [row0 + start, col0], bar, v_smem.index(stage))
+            if j < count:
+                start = gl.load(idx_row + j) * BLOCK
+                tma_load(k_desc, [row0 + start, col0], bar, k_smem.index(stage))
+                tma_load(v_desc, [row0 + start, col0], bar, v_smem.index(stage))
+            else:  # the text keys, after the visual ones; (B * H * L, D) views
+                text_row = (b * num_heads + h) * text_len + (j - count) * BLOCK
+                tma_load(tk_desc, [text_row, 0], bar, k_smem.index(stage))
+                tma_load(tv_desc, [text_row, 0], bar, v_smem.index(stage))
             tile += 1
         done += 1
 
 
 @gluon.jit
 def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
-              BNHD: gl.constexpr, HALF_INDEX: gl.constexpr):
+              BNHD: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, HALF_INDEX: gl.constexpr):
     """One warpgroup, 64 query rows (half HALF_INDEX of each query block). Per key tile j it issues
     S_j = Q K_j^T and O += P_{j-1} V_{j-1} in its turn, hands the turn to the other warpgroup, and runs the
     softmax of S_j while the tensor cores work on its own P V and on the other warpgroup's products."""
-    (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, ready, empty, q_ready, q_empty, turn, Out, Lse, KvIdx, KvCnt,
-     s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, num_heads, seq_len, num_q_blocks, total, qk_scale_log2) = args
+    (q_desc, k_desc, v_desc, tk_desc, tv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready, q_empty, turn, Out, Lse,
+     KvIdx, KvCnt, TextMask, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, num_heads, seq_len, text_len,
+     num_q_blocks, total, qk_scale_log2) = args
     HALF: gl.constexpr = BLOCK // 2
     dtype: gl.constexpr = k_smem.dtype
+    text_tiles = gl.cdiv(text_len, BLOCK)
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -101,9 +119,10 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
         l_i = gl.zeros([HALF], gl.float32, layout=s_rows)
         acc = gl.zeros([HALF, HEAD_DIM], gl.float32, layout=o_layout)
         mbarrier.wait(q_ready, done & 1)
-        if count > 0:
+        tiles = count + text_tiles
+        if tiles > 0:
             p_prev = gl.zeros([HALF, BLOCK], dtype, layout=p_layout)
-            for j in range(count):
+            for j in range(tiles):
                 stage = tile % STAGES
                 prev_stage = (tile + STAGES - 1) % STAGES
                 if j == 0:
@@ -118,14 +137,20 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
                 mbarrier.arrive(their_turn, count=1)
                 # wgmma groups retire in order: with one left outstanding (P V), the scores are ready.
                 s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))
-                if j == count - 1:
+                if j == tiles - 1:
                     # The item's last Q K^T is done: release this half of Q now, so that the producer loads the
                     # next item's while this warpgroup finishes the last P V, the softmax and the store.
                     mbarrier.arrive(q_empty, count=1)
-                s = _masked_scores(s, idx_row, j, seq_len, cols, BLOCK, EVEN_N)
+                if j < count:
+                    s = _masked_scores(s, idx_row, j, seq_len, cols, BLOCK, EVEN_N)
+                else:
+                    s = _text_scores(s, TextMask, b, s_tmb, (j - count) * BLOCK + cols, text_len, HAS_TEXT_MASK)
                 m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale_log2)
-                p = gl.exp2(s * qk_scale_log2 - gl.expand_dims(m_new, 1))
-                alpha = gl.exp2(m_i - m_new)
+                # A row may have seen no finite score yet (an empty row whose text keys so far are padding):
+                # subtract 0 there instead of -inf, so that no -inf - -inf appears.
+                m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+                p = gl.exp2(s * qk_scale_log2 - gl.expand_dims(m_use, 1))
+                alpha = gl.exp2(m_i - m_use)
                 l_i = l_i * alpha + gl.sum(p, 1)
                 m_i = m_new
                 p_prev = gl.convert_layout(p.to(dtype), p_layout)
@@ -156,27 +181,29 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
 
 @gluon.jit
 def _consumer_first_half(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                         EVEN_N: gl.constexpr, BNHD: gl.constexpr):
-    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, 0)
+                         EVEN_N: gl.constexpr, BNHD: gl.constexpr, HAS_TEXT_MASK: gl.constexpr):
+    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT_MASK, 0)
 
 
 @gluon.jit
 def _consumer_second_half(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                          EVEN_N: gl.constexpr, BNHD: gl.constexpr):
-    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, 1)
+                          EVEN_N: gl.constexpr, BNHD: gl.constexpr, HAS_TEXT_MASK: gl.constexpr):
+    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT_MASK, 1)
 
 
 @gluon.jit
 def block_sparse_forward_hopper_kernel(
-    q_desc, k_desc, v_desc, Out, Lse, KvIdx, KvCnt,
-    s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch,
-    num_heads, seq_len, num_q_blocks, total, qk_scale_log2,
+    q_desc, k_desc, v_desc, tk_desc, tv_desc, Out, Lse, KvIdx, KvCnt, TextMask,
+    s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb,
+    num_heads, seq_len, text_len, num_q_blocks, total, qk_scale_log2,
     BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr, BNHD: gl.constexpr,
-    num_warps: gl.constexpr,
+    HAS_TEXT_MASK: gl.constexpr, num_warps: gl.constexpr,
 ):
     """A persistent grid (one program per SM) over the (batch * head, query block) work items, each program in
     three partitions (FlashAttention-3's layout): two consumer warpgroups of 64 query rows each that take turns
-    on the tensor cores, and one producer warp that fills the ring of K/V stages with TMA."""
+    on the tensor cores, and one producer warp that fills the ring of K/V stages with TMA. Text keys
+    (text_len > 0; tk_desc / tv_desc over (B * H * L, D)) are walked after each row's kept blocks, with an
+    optional (B, L) uint8 padding mask."""
     HALF: gl.constexpr = BLOCK // 2
     dtype: gl.constexpr = k_desc.dtype
     q_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], q_desc.layout)
@@ -195,11 +222,11 @@ def block_sparse_forward_hopper_kernel(
     mbarrier.init(q_ready, count=1)
     mbarrier.init(q_empty, count=2)
 
-    args = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, ready, empty, q_ready, q_empty, turn, Out, Lse, KvIdx,
-            KvCnt, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, num_heads, seq_len, num_q_blocks, total,
-            qk_scale_log2)
+    args = (q_desc, k_desc, v_desc, tk_desc, tv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready, q_empty, turn,
+            Out, Lse, KvIdx, KvCnt, TextMask, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, num_heads,
+            seq_len, text_len, num_q_blocks, total, qk_scale_log2)
     gl.warp_specialize([
-        (_consumer_first_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD)),
-        (_consumer_second_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD)),
-        (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD)),
+        (_consumer_first_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT_MASK)),
+        (_consumer_second_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT_MASK)),
+        (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT_MASK)),
     ], [4, 1], [240, 24])

@@ -184,8 +184,8 @@ def launch_forward(
     out = output_like(q)
     lse = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
     if use_gluon:
-        _ensure_tma_allocator()
-        launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale)
+        launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale,
+                              *((text.k, text.v, text.key_mask) if text is not None else ()))
         return out, lse
     placeholder = lse  # any tensor: pointers of disabled branches are never dereferenced
     pool_tensors, pool_strides, num_kv_blocks = _pooled_args(pooled, placeholder)

@@ -22,10 +22,11 @@ from swiftdit.kernels.block_sparse_attention.gluon_hopper import gluon_forward_t
 
 def test_auto_keeps_the_triton_kernel_off_hopper_and_for_calls_outside_the_scope():
     q, k, v = qkv(1, 2, 256, 128, torch.bfloat16)
-    plain = dict(has_text=False, has_element_mask=False, estimate_dropped=False)
+    plain = dict(text_k=None, has_element_mask=False, estimate_dropped=False)
     assert not gluon_forward_takes(q, k, v, 128, **plain)  # CPU tensors
-    for extra in ("has_text", "has_element_mask", "estimate_dropped"):
+    for extra in ("has_element_mask", "estimate_dropped"):
         assert not gluon_forward_takes(q, k, v, 128, **dict(plain, **{extra: True}))
+    assert not gluon_forward_takes(q, k, v, 64, **plain)
 
 
 def test_forcing_gluon_where_it_cannot_run_names_the_requirements():
@@ -61,17 +62,31 @@ def _gpu_case(b, h, n, d, dtype, layout, empty_rows=0, density=0.3, seed=0):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("n, d, dtype, layout", [(8190, 128, torch.bfloat16, "bnhd"), (4096, 64, torch.float16, "bhnd"),
-                                                 (2000, 128, torch.float16, "bhnd")])
-def test_gpu_gluon_forward_matches_reference(n, d, dtype, layout):
+@pytest.mark.parametrize("n, d, dtype, layout, text", [(8190, 128, torch.bfloat16, "bnhd", 0),
+                                                       (4096, 64, torch.float16, "bhnd", 0),
+                                                       (2000, 128, torch.float16, "bhnd", 0),
+                                                       (3000, 128, torch.bfloat16, "bnhd", 300)])
+def test_gpu_gluon_forward_matches_reference(n, d, dtype, layout, text):
+    """Ragged ends, both layouts, both head dims, empty rows; with text keys (a ragged 300, some padding, a
+    batch whose text is all padding, so its empty rows stay empty)."""
     q, k, v, mask = _gpu_case(2, 3, n, d, dtype, layout, empty_rows=2)
-    assert gluon_forward_takes(q, k, v, 128, has_text=False, has_element_mask=False, estimate_dropped=False)
+    text_args, reference_args = {}, {}
+    if text:
+        text_k, text_v = qkv(2, 3, text, d, dtype, device="cuda", seed=5)[:2]
+        key_mask = torch.rand(2, text, generator=torch.Generator().manual_seed(4)) < 0.8
+        key_mask[1] = False
+        text_args = dict(text_k=text_k, text_v=text_v, text_key_mask=key_mask.cuda())
+        reference_args = dict(text_k=text_k.float(), text_v=text_v.float(), text_key_mask=key_mask.cuda())
+    assert gluon_forward_takes(q, k, v, 128, text_k=text_args.get("text_k"), has_element_mask=False,
+                               estimate_dropped=False)
     kv_indices, kv_counts = block_mask_to_index_table(mask)
-    out, lse = block_sparse_attention(q, k, v, kv_indices, kv_counts, 128, backend="gluon")
-    ref, ref_lse = block_sparse_attention_reference(q.float(), k.float(), v.float(), kv_indices, kv_counts, 128)
+    out, lse = block_sparse_attention(q, k, v, kv_indices, kv_counts, 128, backend="gluon", **text_args)
+    ref, ref_lse = block_sparse_attention_reference(q.float(), k.float(), v.float(), kv_indices, kv_counts, 128,
+                                                    **reference_args)
     assert relative_error(out, ref) < 1e-2
     assert_lse_close(lse, ref_lse)
-    assert torch.all(out[0, 0, :256] == 0)  # the empty rows
+    # The empty rows of head 0; with text keys only those of batch 1 (whose text is all padding) stay empty.
+    assert torch.all(out[1 if text else 0, 0, :256] == 0)
     assert out.stride() == q.stride()  # written in q's layout
 
 
