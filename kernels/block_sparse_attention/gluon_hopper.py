@@ -130,11 +130,11 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale: float
         text_mask.stride(0) if text_key_mask is not None else 0,
         h, n, text_len, n_q_blocks, total, scale * LOG2E,
         BLOCK=GLUON_BLOCK, HEAD_DIM=d, STAGES=GLUON_STAGES, EVEN_N=n % GLUON_BLOCK == 0, BNHD=views[0].bnhd,
-        HAS_TEXT_MASK=text_key_mask is not None, num_warps=4, maxnreg=168,
+        HAS_TEXT=text_len > 0, HAS_TEXT_MASK=text_key_mask is not None, num_warps=4, maxnreg=168,
     )
 
 
-def compile_check(head_dim: int, even_n: bool) -> dict:
+def compile_check(head_dim: int, even_n: bool, with_text: bool = True) -> dict:
     """Compile the kernel for compute capability 9.0 with the installed Triton, no GPU needed (not under
     TRITON_INTERPRET=1): its wgmma count, whether the partitions got register budgets (setmaxnreg) and its
     shared memory in bytes. The CPU tests run it in a subprocess."""
@@ -150,7 +150,7 @@ def compile_check(head_dim: int, even_n: bool) -> dict:
                    "v_desc": (GLUON_BLOCK, kv_layout), "tk_desc": (GLUON_BLOCK, kv_layout),
                    "tv_desc": (GLUON_BLOCK, kv_layout)}
     constants = dict(BLOCK=GLUON_BLOCK, HEAD_DIM=head_dim, STAGES=GLUON_STAGES, EVEN_N=even_n, BNHD=True,
-                     HAS_TEXT_MASK=True, num_warps=4)
+                     HAS_TEXT=with_text, HAS_TEXT_MASK=with_text, num_warps=4)
     pointers = {"Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32", "KvCnt": "*i32", "TextMask": "*u8"}
     signature, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):

@@ -46,7 +46,7 @@ def _text_scores(s, TextMask, b, s_tmb, text_cols, text_len, HAS_TEXT_MASK: gl.c
 
 @gluon.jit
 def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
-              BNHD: gl.constexpr, HAS_TEXT_MASK: gl.constexpr):
+              BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr):
     """One warp. Per work item: the query block's two halves once both consumers have released the previous
     ones, then every kept key block's K and V into the ring of stages as soon as both consumers have released
     a stage. The ring runs on across work items, so the next item's loads overlap this item's last products
@@ -55,7 +55,7 @@ def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
      KvIdx, KvCnt, TextMask, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, num_heads, seq_len, text_len,
      num_q_blocks, total, qk_scale_log2) = args
     HALF: gl.constexpr = BLOCK // 2
-    text_tiles = gl.cdiv(text_len, BLOCK)
+    text_tiles = gl.cdiv(text_len, BLOCK) if HAS_TEXT else 0
     tile = 0
     done = 0
     for item in range(gl.program_id(0), total, gl.num_programs(0)):
@@ -72,21 +72,21 @@ def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
             mbarrier.wait(empty.index(stage), ((tile // STAGES) & 1) ^ 1)
             bar = ready.index(stage)
             mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-            if j < count:
-                start = gl.load(idx_row + j) * BLOCK
-                tma_load(k_desc, [row0 + start, col0], bar, k_smem.index(stage))
-                tma_load(v_desc, [row0 + start, col0], bar, v_smem.index(stage))
-            else:  # the text keys, after the visual ones; (B * H * L, D) views
+            if HAS_TEXT and j >= count:  # the text keys, after the visual ones; (B * H * L, D) views
                 text_row = (b * num_heads + h) * text_len + (j - count) * BLOCK
                 tma_load(tk_desc, [text_row, 0], bar, k_smem.index(stage))
                 tma_load(tv_desc, [text_row, 0], bar, v_smem.index(stage))
+            else:
+                start = gl.load(idx_row + j) * BLOCK
+                tma_load(k_desc, [row0 + start, col0], bar, k_smem.index(stage))
+                tma_load(v_desc, [row0 + start, col0], bar, v_smem.index(stage))
             tile += 1
         done += 1
 
 
 @gluon.jit
 def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
-              BNHD: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, HALF_INDEX: gl.constexpr):
+              BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, HALF_INDEX: gl.constexpr):
     """One warpgroup, 64 query rows (half HALF_INDEX of each query block). Per key tile j it issues
     S_j = Q K_j^T and O += P_{j-1} V_{j-1} in its turn, hands the turn to the other warpgroup, and runs the
     softmax of S_j while the tensor cores work on its own P V and on the other warpgroup's products."""
@@ -95,7 +95,7 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
      num_q_blocks, total, qk_scale_log2) = args
     HALF: gl.constexpr = BLOCK // 2
     dtype: gl.constexpr = k_smem.dtype
-    text_tiles = gl.cdiv(text_len, BLOCK)
+    text_tiles = gl.cdiv(text_len, BLOCK) if HAS_TEXT else 0
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -141,14 +141,18 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
                     # The item's last Q K^T is done: release this half of Q now, so that the producer loads the
                     # next item's while this warpgroup finishes the last P V, the softmax and the store.
                     mbarrier.arrive(q_empty, count=1)
-                if j < count:
-                    s = _masked_scores(s, idx_row, j, seq_len, cols, BLOCK, EVEN_N)
-                else:
+                if HAS_TEXT and j >= count:
                     s = _text_scores(s, TextMask, b, s_tmb, (j - count) * BLOCK + cols, text_len, HAS_TEXT_MASK)
+                else:
+                    s = _masked_scores(s, idx_row, j, seq_len, cols, BLOCK, EVEN_N)
                 m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale_log2)
-                # A row may have seen no finite score yet (an empty row whose text keys so far are padding):
-                # subtract 0 there instead of -inf, so that no -inf - -inf appears.
-                m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+                if HAS_TEXT:
+                    # A row may have seen no finite score yet (an empty row whose text keys so far are padding):
+                    # subtract 0 there instead of -inf, so that no -inf - -inf appears. Every visual tile holds
+                    # a finite score in every row, so without text this is not needed.
+                    m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+                else:
+                    m_use = m_new
                 p = gl.exp2(s * qk_scale_log2 - gl.expand_dims(m_use, 1))
                 alpha = gl.exp2(m_i - m_use)
                 l_i = l_i * alpha + gl.sum(p, 1)
@@ -181,14 +185,14 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
 
 @gluon.jit
 def _consumer_first_half(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                         EVEN_N: gl.constexpr, BNHD: gl.constexpr, HAS_TEXT_MASK: gl.constexpr):
-    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT_MASK, 0)
+                         EVEN_N: gl.constexpr, BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr):
+    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, 0)
 
 
 @gluon.jit
 def _consumer_second_half(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                          EVEN_N: gl.constexpr, BNHD: gl.constexpr, HAS_TEXT_MASK: gl.constexpr):
-    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT_MASK, 1)
+                          EVEN_N: gl.constexpr, BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr):
+    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, 1)
 
 
 @gluon.jit
@@ -197,7 +201,7 @@ def block_sparse_forward_hopper_kernel(
     s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb,
     num_heads, seq_len, text_len, num_q_blocks, total, qk_scale_log2,
     BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr, BNHD: gl.constexpr,
-    HAS_TEXT_MASK: gl.constexpr, num_warps: gl.constexpr,
+    HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, num_warps: gl.constexpr,
 ):
     """A persistent grid (one program per SM) over the (batch * head, query block) work items, each program in
     three partitions (FlashAttention-3's layout): two consumer warpgroups of 64 query rows each that take turns
@@ -226,7 +230,7 @@ def block_sparse_forward_hopper_kernel(
             Out, Lse, KvIdx, KvCnt, TextMask, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, num_heads,
             seq_len, text_len, num_q_blocks, total, qk_scale_log2)
     gl.warp_specialize([
-        (_consumer_first_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT_MASK)),
-        (_consumer_second_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT_MASK)),
-        (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT_MASK)),
+        (_consumer_first_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK)),
+        (_consumer_second_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK)),
+        (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK)),
     ], [4, 1], [240, 24])

@@ -36,14 +36,14 @@ def test_forcing_gluon_where_it_cannot_run_names_the_requirements():
         block_sparse_attention(q, k, v, kv_indices, kv_counts, 128, backend="gluon")
 
 
-@pytest.mark.parametrize("head_dim, even", [(128, False), (64, True)])
-def test_kernel_compiles_for_sm90(head_dim, even):
+@pytest.mark.parametrize("head_dim, even, text", [(128, False, True), (64, True, False)])
+def test_kernel_compiles_for_sm90(head_dim, even, text):
     """A compile for compute capability 9.0 with the installed Triton, no GPU needed, in a subprocess (this one
     runs Triton's interpreter): the kernel's layouts, partitions and barriers type-check, the partitions get
     their register budgets, and the shared memory fits the H100's 227 KB."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     script = ("import json; from swiftdit.kernels.block_sparse_attention.gluon_hopper import compile_check, load_kernel;"
-              f" print(json.dumps(compile_check({head_dim}, {even}) if load_kernel() else None))")
+              f" print(json.dumps(compile_check({head_dim}, {even}, {text}) if load_kernel() else None))")
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
