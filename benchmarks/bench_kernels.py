@@ -334,6 +334,7 @@ def main() -> None:
     if not args.quick and "wan480" in shapes and "forward" not in args.skip:
         rows += [r for r in attention_rows("wan480", (0.10, 0.20), 64, args.quick, not args.no_flex, device)
                  if r.kernel != "cudnn_sdpa_dense"]
+        save_results(args.out, rows, args.quick)
     sections = {"backward": lambda: backward_rows((0.10, 1.00) if args.quick else (0.10, 0.20, 1.00), 128,
                                                   args.quick, device),
                 "planner": lambda: planner_rows(args.quick, device),
