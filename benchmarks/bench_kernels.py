@@ -7,7 +7,8 @@ cuDNN's dense rate. Also measured: backward, the pattern planner and the fused S
 Wan 480p, and the kernel with `rectified`'s pooled columns of the dropped blocks against it without them.
 On an H100 the Gluon forward (`swiftdit_gluon`, what "auto" runs for these calls at 128-token blocks) is timed
 beside the Triton kernel (`swiftdit_triton`). Where NVIDIA's cuDNN frontend is installed (swiftdit[hopper]),
-its block-sparse kernel runs beside ours at 64-token blocks on the same table (`cudnn_frontend_bsa`). Results go to <out>/kernels.csv and <out>/kernels.json; a table is printed last.
+its block-sparse kernel runs beside ours at 64-token blocks on the same table (`cudnn_frontend_bsa`).
+Results go to <out>/kernels.csv and <out>/kernels.json; a table is printed last.
 
     python benchmarks/bench_kernels.py --out bench_out            # the full set (H100: ~5 min)
     python benchmarks/bench_kernels.py --out bench_out --quick    # Wan 480p only, fewer densities

@@ -14,12 +14,17 @@ specialization, the async wgmma and its waits, and mbarriers, so this kernel has
   tensor cores work on its P V and on the other warpgroup's products (FA3's ping-pong and intra-warpgroup
   overlap).
 
-Scope ("auto" takes it where `gluon_forward_takes` says so): the kept visual blocks and, optionally, text keys
-with their padding mask walked after them (no element mask or pooled columns), 128-token blocks, head_dim 64 or 128, bf16/fp16, compute capability 9.0, q, k and v all
-contiguous (B, H, N, D) or all (B, N, H, D) seen as (B, H, N, D) (what diffusers' processors pass), and a
-Triton with Gluon's Hopper API (3.6 was measured). Every other call stays on the Triton kernel,
-which also runs the backward from this kernel's output and LSE. Same conventions as the Triton forward:
-scores in log2 units, natural-log LSE, empty rows give zeros and -inf.
+Scope ("auto" takes it where `gluon_forward_takes` says so):
+- the kept visual blocks and, optionally, text keys with their padding mask walked after them; no element mask
+  or pooled columns;
+- 128-token blocks, head_dim 64 or 128, bf16/fp16;
+- compute capability 9.0;
+- q, k and v all contiguous (B, H, N, D), or all (B, N, H, D) seen as (B, H, N, D) (what diffusers' processors
+  pass);
+- a Triton with Gluon's Hopper API (3.6 was measured).
+
+Every other call stays on the Triton kernel, which also runs the backward from this kernel's output and LSE.
+Same conventions as the Triton forward: scores in log2 units, natural-log LSE, empty rows give zeros and -inf.
 """
 
 from __future__ import annotations

@@ -191,7 +191,8 @@ def _consumer_first_half(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAG
 
 @gluon.jit
 def _consumer_second_half(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                          EVEN_N: gl.constexpr, BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr):
+                          EVEN_N: gl.constexpr, BNHD: gl.constexpr, HAS_TEXT: gl.constexpr,
+                          HAS_TEXT_MASK: gl.constexpr):
     _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, 1)
 
 

@@ -4,11 +4,12 @@ The program sorts its row in registers (at most MAX_KEY_BLOCKS key blocks) and d
 keeps: the fixed count, or, with the cumulative-mass rule, the larger of that count and the fewest top blocks
 whose probabilities sum to the target (a scan over the sorted row). It reads the count-th largest probability
 as the threshold and keeps every block above it plus the lowest-numbered blocks equal to it, as many as the
-count still allows, which is what the reference's stable ranking keeps. In the same pass it adds the diagonal when asked and writes everything the planner returns:
-the block mask, the index table (kept ids ascending, -1 padded, by the same compaction as
-`block_index_table`, fused here so that the row is read once), the count and the kept mass. That replaces
-PyTorch's multi-pass radix top-k, a scatter, the index-table kernel and a reduction (at Wan 480p with 64-token
-blocks they were half of the planner's time).
+count still allows, which is what the reference's stable ranking keeps. In the same pass it adds the diagonal
+when asked and writes everything the planner returns: the block mask, the index table (kept ids ascending,
+-1 padded, by the same compaction as `block_index_table`, fused here so that the row is read once), the count
+and the kept mass. That replaces PyTorch's multi-pass radix top-k (or whole sort, for the mass rule), a
+scatter, the index-table kernel and a reduction (at Wan 480p with 64-token blocks they were half of the
+planner's time).
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ def test_kernel_compiles_for_sm90(head_dim, even, text):
     runs Triton's interpreter): the kernel's layouts, partitions and barriers type-check, the partitions get
     their register budgets, and the shared memory fits the H100's 227 KB."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    script = ("import json; from swiftdit.kernels.block_sparse_attention.gluon_hopper import compile_check, load_kernel;"
+    script = ("import json; "
+              "from swiftdit.kernels.block_sparse_attention.gluon_hopper import compile_check, load_kernel;"
               f" print(json.dumps(compile_check({head_dim}, {even}, {text}) if load_kernel() else None))")
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
