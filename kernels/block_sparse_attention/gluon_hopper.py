@@ -15,8 +15,8 @@ specialization, the async wgmma and its waits, and mbarriers, so this kernel has
   overlap).
 
 Scope ("auto" takes it where `gluon_forward_takes` says so):
-- the kept visual blocks and, optionally, text keys with their padding mask walked after them; no element mask
-  or pooled columns;
+- the kept visual blocks and, optionally, text keys with their padding mask and then `rectified`'s pooled
+  columns of the dropped blocks walked after them; no element mask;
 - 128-token blocks, head_dim 64 or 128, bf16/fp16;
 - compute capability 9.0;
 - q, k and v all contiguous (B, H, N, D), or all (B, N, H, D) seen as (B, H, N, D) (what diffusers' processors
@@ -79,7 +79,7 @@ def _same_tma_layout(q, k, v) -> bool:
 def gluon_forward_takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, *,
                         text_k: torch.Tensor | None, has_element_mask: bool, estimate_dropped: bool) -> bool:
     """Whether this kernel can run the forward of these inputs (see the module docstring for the scope)."""
-    if has_element_mask or estimate_dropped or interpreting():
+    if has_element_mask or interpreting():
         return False
     if not (q.is_cuda and block_size == GLUON_BLOCK and q.shape[-1] in GLUON_HEAD_DIMS and q.dtype in GLUON_DTYPES
             and k.dtype == q.dtype and v.dtype == q.dtype and (text_k is None or text_k.dtype == q.dtype)):
@@ -104,10 +104,11 @@ def _shared_layouts(gl, dtype, head_dim: int):
 
 
 def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale: float, text_k=None, text_v=None,
-                          text_key_mask=None) -> None:
+                          text_key_mask=None, pooled=None) -> None:
     """q, k, v (B, H, N, D) that `gluon_forward_takes`; out (B, H, N, D) of q's dtype, any strides with a unit last
     one; lse (B, H, N) contiguous float32; kv_indices / kv_counts int32 (B|1, H|1, nQ, ...) / (B|1, H|1, nQ);
-    scale > 0; text_k / text_v (B, H, L, D) and text_key_mask (B, L) uint8 (0 = padding), optional."""
+    scale > 0; text_k / text_v (B, H, L, D) and text_key_mask (B, L) uint8 (0 = padding), optional; pooled: the
+    pooled columns of the dropped blocks as triton_ops.KernelPooledColumns, optional."""
     kernel = load_kernel()
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -118,11 +119,14 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale: float
     # The text keys are few (256 in HunyuanVideo): a contiguous copy where they come as a slice of something
     # larger costs little and gives them a (B * H * L, D) view.
     texts = [x.contiguous().view(-1, d) for x in (text_k, text_v)] if text_len else [views[1].matrix] * 2
-    q_desc, k_desc, v_desc, tk_desc, tv_desc = (
+    # The pooled columns come contiguous (B, H, nK, D) from KernelPooledColumns.
+    means = [x.view(-1, d) for x in (pooled.k, pooled.v)] if pooled is not None else [views[1].matrix] * 2
+    q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc = (
         TensorDescriptor(matrix, list(matrix.shape), list(matrix.stride()), [rows, d], layout)
-        for matrix, rows, layout in zip([view.matrix for view in views] + texts,
-                                        (GLUON_BLOCK // 2,) + (GLUON_BLOCK,) * 4, (q_layout,) + (kv_layout,) * 4))
+        for matrix, rows, layout in zip([view.matrix for view in views] + texts + means,
+                                        (GLUON_BLOCK // 2,) + (GLUON_BLOCK,) * 6, (q_layout,) + (kv_layout,) * 6))
     text_mask = text_key_mask.contiguous() if text_key_mask is not None else lse  # lse: an unread placeholder
+    pool_bias, dropped = (pooled.bias, pooled.dropped) if pooled is not None else (lse, kv_counts)  # unread
 
     def strides(x, dims):  # 0 where a dim has size 1, so that it broadcasts
         return [x.stride(i) if x.shape[i] > 1 else 0 for i in range(dims)]
@@ -130,19 +134,23 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale: float
     n_q_blocks = triton.cdiv(n, GLUON_BLOCK)
     total = b * h * n_q_blocks
     kernel.block_sparse_forward_hopper_kernel[(min(total, _sm_count(q.device.index or 0)),)](
-        q_desc, k_desc, v_desc, tk_desc, tv_desc, out, lse, kv_indices, kv_counts, text_mask,
+        q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, out, lse, kv_indices, kv_counts, text_mask,
+        pool_bias, dropped,
         out.stride(0), out.stride(1), out.stride(2), *strides(kv_indices, 3), *strides(kv_counts, 2),
         text_mask.stride(0) if text_key_mask is not None else 0,
-        h, n, text_len, n_q_blocks, total, scale * LOG2E,
+        *(strides(pooled.dropped, 3) if pooled is not None else (0, 0, 0)),
+        h, n, text_len, pooled.k.shape[2] if pooled is not None else 0, n_q_blocks, total, scale * LOG2E,
         BLOCK=GLUON_BLOCK, HEAD_DIM=d, STAGES=GLUON_STAGES, EVEN_N=n % GLUON_BLOCK == 0, BNHD=views[0].bnhd,
-        HAS_TEXT=text_len > 0, HAS_TEXT_MASK=text_key_mask is not None, num_warps=4, maxnreg=168,
+        HAS_TEXT=text_len > 0, HAS_TEXT_MASK=text_key_mask is not None, POOLED=pooled is not None, num_warps=4,
+        maxnreg=168,
     )
 
 
-def compile_check(head_dim: int, even_n: bool, with_text: bool = True) -> dict:
+def compile_check(head_dim: int, even_n: bool, extras: bool = True) -> dict:
     """Compile the kernel for compute capability 9.0 with the installed Triton, no GPU needed (not under
     TRITON_INTERPRET=1): its wgmma count, whether the partitions got register budgets (setmaxnreg) and its
-    shared memory in bytes. The CPU tests run it in a subprocess."""
+    shared memory in bytes. extras: with the text and pooled-column paths compiled in. The CPU tests run it in a
+    subprocess."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
@@ -153,10 +161,12 @@ def compile_check(head_dim: int, even_n: bool, with_text: bool = True) -> dict:
     q_layout, kv_layout = _shared_layouts(kernel.gl, torch.bfloat16, head_dim)
     descriptors = {"q_desc": (GLUON_BLOCK // 2, q_layout), "k_desc": (GLUON_BLOCK, kv_layout),
                    "v_desc": (GLUON_BLOCK, kv_layout), "tk_desc": (GLUON_BLOCK, kv_layout),
-                   "tv_desc": (GLUON_BLOCK, kv_layout)}
+                   "tv_desc": (GLUON_BLOCK, kv_layout), "pk_desc": (GLUON_BLOCK, kv_layout),
+                   "pv_desc": (GLUON_BLOCK, kv_layout)}
     constants = dict(BLOCK=GLUON_BLOCK, HEAD_DIM=head_dim, STAGES=GLUON_STAGES, EVEN_N=even_n, BNHD=True,
-                     HAS_TEXT=with_text, HAS_TEXT_MASK=with_text, num_warps=4)
-    pointers = {"Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32", "KvCnt": "*i32", "TextMask": "*u8"}
+                     HAS_TEXT=extras, HAS_TEXT_MASK=extras, POOLED=extras, num_warps=4)
+    pointers = {"Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32", "KvCnt": "*i32", "TextMask": "*u8",
+                "PoolBias": "*fp32", "Dropped": "*u8"}
     signature, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in constants:

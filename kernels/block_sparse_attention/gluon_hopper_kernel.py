@@ -45,17 +45,29 @@ def _text_scores(s, TextMask, b, s_tmb, text_cols, text_len, HAS_TEXT_MASK: gl.c
 
 
 @gluon.jit
+def _pooled_scores(s, PoolBias, dropped_row, pooled_cols, num_kv_blocks):
+    """Raw scores of a tile of pooled columns plus their bias; -inf where the query block keeps the block (it was
+    computed exactly) and past the last block."""
+    valid = pooled_cols < num_kv_blocks
+    valid = valid & (gl.load(dropped_row + pooled_cols, mask=valid, other=0) != 0)
+    bias = gl.load(PoolBias + pooled_cols, mask=valid, other=0.0)
+    return gl.where(gl.expand_dims(valid, 0), s + gl.expand_dims(bias, 0), float("-inf"))
+
+
+@gluon.jit
 def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
-              BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr):
+              BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr):
     """One warp. Per work item: the query block's two halves once both consumers have released the previous
     ones, then every kept key block's K and V into the ring of stages as soon as both consumers have released
     a stage. The ring runs on across work items, so the next item's loads overlap this item's last products
     and its output store."""
-    (q_desc, k_desc, v_desc, tk_desc, tv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready, q_empty, turn, Out, Lse,
-     KvIdx, KvCnt, TextMask, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, num_heads, seq_len, text_len,
-     num_q_blocks, total, qk_scale_log2) = args
+    (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready,
+     q_empty, turn, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb,
+     s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, total,
+     qk_scale_log2) = args
     HALF: gl.constexpr = BLOCK // 2
     text_tiles = gl.cdiv(text_len, BLOCK) if HAS_TEXT else 0
+    pooled_tiles = gl.cdiv(num_kv_blocks, BLOCK) if POOLED else 0
     tile = 0
     done = 0
     for item in range(gl.program_id(0), total, gl.num_programs(0)):
@@ -67,12 +79,16 @@ def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
         tma_load(q_desc, [row0 + q_block * BLOCK + HALF, col0], q_ready, q_smem.index(1))
         count = gl.load(KvCnt + b * s_cb + h * s_ch + q_block)
         idx_row = KvIdx + b * s_ib + h * s_ih + q_block * s_iq
-        for j in range(count + text_tiles):
+        for j in range(count + text_tiles + pooled_tiles):
             stage = tile % STAGES
             mbarrier.wait(empty.index(stage), ((tile // STAGES) & 1) ^ 1)
             bar = ready.index(stage)
             mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-            if HAS_TEXT and j >= count:  # the text keys, after the visual ones; (B * H * L, D) views
+            if POOLED and j >= count + text_tiles:  # the pooled columns, last; (B * H * nK, D) views
+                pooled_row = (b * num_heads + h) * num_kv_blocks + (j - count - text_tiles) * BLOCK
+                tma_load(pk_desc, [pooled_row, 0], bar, k_smem.index(stage))
+                tma_load(pv_desc, [pooled_row, 0], bar, v_smem.index(stage))
+            elif HAS_TEXT and j >= count:  # the text keys, after the visual ones; (B * H * L, D) views
                 text_row = (b * num_heads + h) * text_len + (j - count) * BLOCK
                 tma_load(tk_desc, [text_row, 0], bar, k_smem.index(stage))
                 tma_load(tv_desc, [text_row, 0], bar, v_smem.index(stage))
@@ -86,16 +102,19 @@ def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
 
 @gluon.jit
 def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
-              BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, HALF_INDEX: gl.constexpr):
+              BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr,
+              HALF_INDEX: gl.constexpr):
     """One warpgroup, 64 query rows (half HALF_INDEX of each query block). Per key tile j it issues
     S_j = Q K_j^T and O += P_{j-1} V_{j-1} in its turn, hands the turn to the other warpgroup, and runs the
     softmax of S_j while the tensor cores work on its own P V and on the other warpgroup's products."""
-    (q_desc, k_desc, v_desc, tk_desc, tv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready, q_empty, turn, Out, Lse,
-     KvIdx, KvCnt, TextMask, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, num_heads, seq_len, text_len,
-     num_q_blocks, total, qk_scale_log2) = args
+    (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready,
+     q_empty, turn, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb,
+     s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, total,
+     qk_scale_log2) = args
     HALF: gl.constexpr = BLOCK // 2
     dtype: gl.constexpr = k_smem.dtype
     text_tiles = gl.cdiv(text_len, BLOCK) if HAS_TEXT else 0
+    pooled_tiles = gl.cdiv(num_kv_blocks, BLOCK) if POOLED else 0
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -119,7 +138,7 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
         l_i = gl.zeros([HALF], gl.float32, layout=s_rows)
         acc = gl.zeros([HALF, HEAD_DIM], gl.float32, layout=o_layout)
         mbarrier.wait(q_ready, done & 1)
-        tiles = count + text_tiles
+        tiles = count + text_tiles + pooled_tiles
         if tiles > 0:
             p_prev = gl.zeros([HALF, BLOCK], dtype, layout=p_layout)
             for j in range(tiles):
@@ -141,15 +160,19 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
                     # The item's last Q K^T is done: release this half of Q now, so that the producer loads the
                     # next item's while this warpgroup finishes the last P V, the softmax and the store.
                     mbarrier.arrive(q_empty, count=1)
-                if HAS_TEXT and j >= count:
+                if POOLED and j >= count + text_tiles:
+                    s = _pooled_scores(s, PoolBias, Dropped + b * s_db + h * s_dh + q_block * s_dq,
+                                       (j - count - text_tiles) * BLOCK + cols, num_kv_blocks)
+                elif HAS_TEXT and j >= count:
                     s = _text_scores(s, TextMask, b, s_tmb, (j - count) * BLOCK + cols, text_len, HAS_TEXT_MASK)
                 else:
                     s = _masked_scores(s, idx_row, j, seq_len, cols, BLOCK, EVEN_N)
                 m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale_log2)
-                if HAS_TEXT:
-                    # A row may have seen no finite score yet (an empty row whose text keys so far are padding):
-                    # subtract 0 there instead of -inf, so that no -inf - -inf appears. Every visual tile holds
-                    # a finite score in every row, so without text this is not needed.
+                if HAS_TEXT or POOLED:
+                    # A row may have seen no finite score yet (an empty row whose text keys so far are padding,
+                    # or whose pooled tile holds no dropped block): subtract 0 there instead of -inf, so that no
+                    # -inf - -inf appears. Every visual tile holds a finite score in every row, so without text
+                    # or pooled columns this is not needed.
                     m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
                 else:
                     m_use = m_new
@@ -185,30 +208,33 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
 
 @gluon.jit
 def _consumer_first_half(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                         EVEN_N: gl.constexpr, BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr):
-    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, 0)
+                         EVEN_N: gl.constexpr, BNHD: gl.constexpr, HAS_TEXT: gl.constexpr,
+                         HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr):
+    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 0)
 
 
 @gluon.jit
 def _consumer_second_half(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
                           EVEN_N: gl.constexpr, BNHD: gl.constexpr, HAS_TEXT: gl.constexpr,
-                          HAS_TEXT_MASK: gl.constexpr):
-    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, 1)
+                          HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr):
+    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 1)
 
 
 @gluon.jit
 def block_sparse_forward_hopper_kernel(
-    q_desc, k_desc, v_desc, tk_desc, tv_desc, Out, Lse, KvIdx, KvCnt, TextMask,
-    s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb,
-    num_heads, seq_len, text_len, num_q_blocks, total, qk_scale_log2,
+    q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped,
+    s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq,
+    num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, total, qk_scale_log2,
     BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr, BNHD: gl.constexpr,
-    HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, num_warps: gl.constexpr,
+    HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr, num_warps: gl.constexpr,
 ):
     """A persistent grid (one program per SM) over the (batch * head, query block) work items, each program in
     three partitions (FlashAttention-3's layout): two consumer warpgroups of 64 query rows each that take turns
     on the tensor cores, and one producer warp that fills the ring of K/V stages with TMA. Text keys
     (text_len > 0; tk_desc / tv_desc over (B * H * L, D)) are walked after each row's kept blocks, with an
-    optional (B, L) uint8 padding mask."""
+    optional (B, L) uint8 padding mask. With POOLED, `rectified`'s pooled columns come last (pooled.py): every
+    key block's mean key and value (pk_desc / pv_desc over (B * H * nK, D)), with the logit bias PoolBias (raw
+    score units) and only where the query block's (B|1, H|1, nQ, nK) uint8 `Dropped` row says it drops them."""
     HALF: gl.constexpr = BLOCK // 2
     dtype: gl.constexpr = k_desc.dtype
     q_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], q_desc.layout)
@@ -227,11 +253,12 @@ def block_sparse_forward_hopper_kernel(
     mbarrier.init(q_ready, count=1)
     mbarrier.init(q_empty, count=2)
 
-    args = (q_desc, k_desc, v_desc, tk_desc, tv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready, q_empty, turn,
-            Out, Lse, KvIdx, KvCnt, TextMask, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, num_heads,
-            seq_len, text_len, num_q_blocks, total, qk_scale_log2)
+    args = (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty,
+            q_ready, q_empty, turn, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih,
+            s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks,
+            total, qk_scale_log2)
     gl.warp_specialize([
-        (_consumer_first_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK)),
-        (_consumer_second_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK)),
-        (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK)),
+        (_consumer_first_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED)),
+        (_consumer_second_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED)),
+        (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED)),
     ], [4, 1], [240, 24])

@@ -185,7 +185,8 @@ def launch_forward(
     lse = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
     if use_gluon:
         launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale,
-                              *((text.k, text.v, text.key_mask) if text is not None else ()))
+                              *((text.k, text.v, text.key_mask) if text is not None else (None, None, None)),
+                              pooled=pooled)
         return out, lse
     placeholder = lse  # any tensor: pointers of disabled branches are never dereferenced
     pool_tensors, pool_strides, num_kv_blocks = _pooled_args(pooled, placeholder)

@@ -24,8 +24,7 @@ def test_auto_keeps_the_triton_kernel_off_hopper_and_for_calls_outside_the_scope
     q, k, v = qkv(1, 2, 256, 128, torch.bfloat16)
     plain = dict(text_k=None, has_element_mask=False, estimate_dropped=False)
     assert not gluon_forward_takes(q, k, v, 128, **plain)  # CPU tensors
-    for extra in ("has_element_mask", "estimate_dropped"):
-        assert not gluon_forward_takes(q, k, v, 128, **dict(plain, **{extra: True}))
+    assert not gluon_forward_takes(q, k, v, 128, **dict(plain, has_element_mask=True))
     assert not gluon_forward_takes(q, k, v, 64, **plain)
 
 
@@ -63,13 +62,15 @@ def _gpu_case(b, h, n, d, dtype, layout, empty_rows=0, density=0.3, seed=0):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("n, d, dtype, layout, text", [(8190, 128, torch.bfloat16, "bnhd", 0),
-                                                       (4096, 64, torch.float16, "bhnd", 0),
-                                                       (2000, 128, torch.float16, "bhnd", 0),
-                                                       (3000, 128, torch.bfloat16, "bnhd", 300)])
-def test_gpu_gluon_forward_matches_reference(n, d, dtype, layout, text):
+@pytest.mark.parametrize("n, d, dtype, layout, text, pooled", [(8190, 128, torch.bfloat16, "bnhd", 0, False),
+                                                               (4096, 64, torch.float16, "bhnd", 0, False),
+                                                               (2000, 128, torch.float16, "bhnd", 0, False),
+                                                               (3000, 128, torch.bfloat16, "bnhd", 300, False),
+                                                               (8190, 128, torch.bfloat16, "bnhd", 300, True)])
+def test_gpu_gluon_forward_matches_reference(n, d, dtype, layout, text, pooled):
     """Ragged ends, both layouts, both head dims, empty rows; with text keys (a ragged 300, some padding, a
-    batch whose text is all padding, so its empty rows stay empty)."""
+    batch whose text is all padding, so its empty rows stay empty); with `rectified`'s pooled columns of the
+    dropped blocks after them (64 key blocks: one ragged tile of pooled columns)."""
     q, k, v, mask = _gpu_case(2, 3, n, d, dtype, layout, empty_rows=2)
     text_args, reference_args = {}, {}
     if text:
@@ -79,27 +80,34 @@ def test_gpu_gluon_forward_matches_reference(n, d, dtype, layout, text):
         text_args = dict(text_k=text_k, text_v=text_v, text_key_mask=key_mask.cuda())
         reference_args = dict(text_k=text_k.float(), text_v=text_v.float(), text_key_mask=key_mask.cuda())
     assert gluon_forward_takes(q, k, v, 128, text_k=text_args.get("text_k"), has_element_mask=False,
-                               estimate_dropped=False)
+                               estimate_dropped=pooled)
     kv_indices, kv_counts = block_mask_to_index_table(mask)
-    out, lse = block_sparse_attention(q, k, v, kv_indices, kv_counts, 128, backend="gluon", **text_args)
+    out, lse = block_sparse_attention(q, k, v, kv_indices, kv_counts, 128, backend="gluon",
+                                      estimate_dropped=pooled, **text_args)
     ref, ref_lse = block_sparse_attention_reference(q.float(), k.float(), v.float(), kv_indices, kv_counts, 128,
-                                                    **reference_args)
+                                                    estimate_dropped=pooled, **reference_args)
     assert relative_error(out, ref) < 1e-2
     assert_lse_close(lse, ref_lse)
-    # The empty rows of head 0; with text keys only those of batch 1 (whose text is all padding) stay empty.
-    assert torch.all(out[1 if text else 0, 0, :256] == 0)
+    # The empty rows of head 0; with text keys only those of batch 1 (whose text is all padding) stay empty,
+    # and with pooled columns none (they attend every block they drop).
+    if not pooled:
+        assert torch.all(out[1 if text else 0, 0, :256] == 0)
     assert out.stride() == q.stride()  # written in q's layout
 
 
 @pytest.mark.gpu
-def test_gpu_gluon_forward_feeds_the_triton_backward():
+@pytest.mark.parametrize("estimate_dropped", [False, True])
+def test_gpu_gluon_forward_feeds_the_triton_backward(estimate_dropped):
+    """Gradients through the Triton backward from the Gluon forward's output and LSE; with `rectified`'s pooled
+    columns of the dropped blocks (walked last in the Gluon forward) too."""
     q, k, v, mask = _gpu_case(1, 2, 3000, 128, torch.bfloat16, "bhnd")
     kv_indices, kv_counts = block_mask_to_index_table(mask)
     weights = torch.randn(q.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
     grads = []
     for backend, dtype in (("gluon", torch.bfloat16), ("reference", torch.float32)):
         inputs = leaf_copies([q, k, v], dtype)
-        out, lse = block_sparse_attention(*inputs, kv_indices, kv_counts, 128, backend=backend)
+        out, lse = block_sparse_attention(*inputs, kv_indices, kv_counts, 128, backend=backend,
+                                          estimate_dropped=estimate_dropped)
         loss = (out.float() * weights).sum() + finite_lse_sum(lse)
         grads.append(torch.autograd.grad(loss, inputs))
     for name, grad, expected in zip("qkv", *grads):
