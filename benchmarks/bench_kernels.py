@@ -282,11 +282,14 @@ def pooled_rows(shape_keys, quick: bool, device) -> list[Row]:
             kv_indices, kv_counts = block_mask_to_index_table(mask)
             flops = 4.0 * d * kept_pairs(mask, n, block, 0)
             timed = {}
-            for name, estimate in (("swiftdit_triton", False), ("swiftdit_triton + pooled dropped", True)):
+            # What "auto" runs: the Gluon forward on an H100 (both with and without the pooled columns).
+            kernel = "swiftdit_gluon" if gluon_forward_takes(q, k, v, block, text_k=None, has_element_mask=False,
+                                                             estimate_dropped=True) else "swiftdit_triton"
+            for name, estimate in ((kernel, False), (f"{kernel} + pooled dropped", True)):
                 with torch.no_grad():
                     timed[name] = bench_ms(lambda: block_sparse_attention(q, k, v, kv_indices, kv_counts, block,
                                                                           estimate_dropped=estimate), quick)
-            plain_ms = timed["swiftdit_triton"]
+            plain_ms = timed[kernel]
             for name, ms in timed.items():
                 note = "" if ms == plain_ms else f"+{100 * (ms / plain_ms - 1):.1f}% over the plain kernel"
                 rows.append(Row("pooled", shape_key, block, density, flops / (4.0 * h * n * n * d), name, ms,
