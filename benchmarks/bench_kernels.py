@@ -147,7 +147,7 @@ def attention_rows(shape_key: str, densities, block: int, quick: bool, with_flex
                                           backend="triton")
 
         candidates = [("swiftdit_triton", ours)]
-        if gluon_forward_takes(q, k, v, block, text_k=text_k, has_element_mask=False, estimate_dropped=False):
+        if gluon_forward_takes(q, k, v, block, text_k=text_k, has_element_mask=False):
             # The Gluon forward (FA3's layout) that "auto" runs on an H100 for these calls.
             candidates.append(("swiftdit_gluon", lambda: block_sparse_attention(
                 q, k, v, kv_indices, kv_counts, block, text_k=text_k, text_v=text_v, backend="gluon")))
@@ -283,8 +283,8 @@ def pooled_rows(shape_keys, quick: bool, device) -> list[Row]:
             flops = 4.0 * d * kept_pairs(mask, n, block, 0)
             timed = {}
             # What "auto" runs: the Gluon forward on an H100 (both with and without the pooled columns).
-            kernel = "swiftdit_gluon" if gluon_forward_takes(q, k, v, block, text_k=None, has_element_mask=False,
-                                                             estimate_dropped=True) else "swiftdit_triton"
+            kernel = "swiftdit_gluon" if gluon_forward_takes(q, k, v, block, text_k=None,
+                                                             has_element_mask=False) else "swiftdit_triton"
             for name, estimate in ((kernel, False), (f"{kernel} + pooled dropped", True)):
                 with torch.no_grad():
                     timed[name] = bench_ms(lambda: block_sparse_attention(q, k, v, kv_indices, kv_counts, block,

@@ -7,8 +7,8 @@ TRITON_INTERPRET=1, which the tests use), `backend="reference"` forces the refer
 On an H100 (compute capability 9.0) "auto" runs the forward of the calls at 128-token blocks without an
 element mask (text columns and pooled columns are fine) with the Gluon kernel of gluon_hopper.py, laid out like
 FlashAttention-3. It runs at 0.89-1.02 of cuDNN's dense rate where the Triton kernel runs at 0.73-0.86, and
-its output and LSE feed the Triton backward. `backend="gluon"` forces it. Where NVIDIA's cuDNN frontend is installed
-(`swiftdit[hopper]`), "auto" runs the forward-only calls it can take at 64-token blocks on a Hopper GPU with
+its output and LSE feed the Triton backward. `backend="gluon"` forces it. Where NVIDIA's cuDNN frontend is
+installed (`swiftdit[hopper]`), "auto" runs the forward-only calls it can take at 64-token blocks on a Hopper GPU with
 its kernel instead (cudnn_frontend.py says why and what it lacks); `backend="cudnn-frontend"` forces it.
 """
 
@@ -155,8 +155,7 @@ def block_sparse_attention(
     from .triton_ops import BlockSparseAttentionFunction
 
     use_gluon = backend in ("auto", "gluon") and gluon_forward_takes(
-        q, k, v, block_size, text_k=text_k, has_element_mask=element_mask is not None,
-        estimate_dropped=estimate_dropped)
+        q, k, v, block_size, text_k=text_k, has_element_mask=element_mask is not None)
     if backend == "gluon" and not use_gluon:
         raise ValueError(
             "backend='gluon' needs an H100-class GPU (compute capability 9.0), a Triton with Gluon's Hopper API, "

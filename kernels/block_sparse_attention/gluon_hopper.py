@@ -77,8 +77,9 @@ def _same_tma_layout(q, k, v) -> bool:
 
 
 def gluon_forward_takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, *,
-                        text_k: torch.Tensor | None, has_element_mask: bool, estimate_dropped: bool) -> bool:
-    """Whether this kernel can run the forward of these inputs (see the module docstring for the scope)."""
+                        text_k: torch.Tensor | None, has_element_mask: bool) -> bool:
+    """Whether this kernel can run the forward of these inputs (see the module docstring for the scope; text keys
+    and the pooled columns of dropped blocks are within it)."""
     if has_element_mask or interpreting():
         return False
     if not (q.is_cuda and block_size == GLUON_BLOCK and q.shape[-1] in GLUON_HEAD_DIMS and q.dtype in GLUON_DTYPES

@@ -229,7 +229,6 @@ def test_gpu_element_mask_and_auto_dispatch():
     kv_indices, kv_counts = block_mask_to_index_table(mask)
     auto_out, _ = block_sparse_attention(q, k, v, kv_indices, kv_counts, block)
     # On an H100 "auto" runs this plain call on the Gluon forward; elsewhere on the Triton kernel.
-    expected = "gluon" if gluon_forward_takes(q, k, v, block, text_k=None, has_element_mask=False,
-                                              estimate_dropped=False) else "triton"
+    expected = "gluon" if gluon_forward_takes(q, k, v, block, text_k=None, has_element_mask=False) else "triton"
     expected_out, _ = block_sparse_attention(q, k, v, kv_indices, kv_counts, block, backend=expected)
     assert torch.equal(auto_out, expected_out), f"auto must pick {expected} for CUDA bf16"

@@ -22,7 +22,7 @@ from swiftdit.kernels.block_sparse_attention.gluon_hopper import gluon_forward_t
 
 def test_auto_keeps_the_triton_kernel_off_hopper_and_for_calls_outside_the_scope():
     q, k, v = qkv(1, 2, 256, 128, torch.bfloat16)
-    plain = dict(text_k=None, has_element_mask=False, estimate_dropped=False)
+    plain = dict(text_k=None, has_element_mask=False)
     assert not gluon_forward_takes(q, k, v, 128, **plain)  # CPU tensors
     assert not gluon_forward_takes(q, k, v, 128, **dict(plain, has_element_mask=True))
     assert not gluon_forward_takes(q, k, v, 64, **plain)
@@ -79,8 +79,7 @@ def test_gpu_gluon_forward_matches_reference(n, d, dtype, layout, text, pooled):
         key_mask[1] = False
         text_args = dict(text_k=text_k, text_v=text_v, text_key_mask=key_mask.cuda())
         reference_args = dict(text_k=text_k.float(), text_v=text_v.float(), text_key_mask=key_mask.cuda())
-    assert gluon_forward_takes(q, k, v, 128, text_k=text_args.get("text_k"), has_element_mask=False,
-                               estimate_dropped=pooled)
+    assert gluon_forward_takes(q, k, v, 128, text_k=text_args.get("text_k"), has_element_mask=False)
     kv_indices, kv_counts = block_mask_to_index_table(mask)
     out, lse = block_sparse_attention(q, k, v, kv_indices, kv_counts, 128, backend="gluon",
                                       estimate_dropped=pooled, **text_args)
