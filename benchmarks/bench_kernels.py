@@ -5,13 +5,14 @@ and query block, `density` of the key blocks kept, always including the diagonal
 median ms, effective TFLOP/s on the kept work (4*D * kept query-key pairs / time) and that rate over
 cuDNN's dense rate. Also measured: backward, the pattern planner and the fused SLA forward/backward at
 Wan 480p, and the kernel with `rectified`'s pooled columns of the dropped blocks against it without them.
-On an H100 the Gluon forward (`swiftdit_gluon`, what "auto" runs for these calls at 128-token blocks) is timed
-beside the Triton kernel (`swiftdit_triton`). Where NVIDIA's cuDNN frontend is installed (swiftdit[hopper]),
+On an H100 the Gluon forward (`swiftdit_gluon`, what "auto" runs for these calls) is timed beside the Triton
+kernel (`swiftdit_triton`). Where NVIDIA's cuDNN frontend is installed (swiftdit[hopper]),
 its block-sparse kernel runs beside ours at 64-token blocks on the same table (`cudnn_frontend_bsa`).
 Results go to <out>/kernels.csv and <out>/kernels.json; a table is printed last.
 
     python benchmarks/bench_kernels.py --out bench_out            # the full set (H100: ~5 min)
     python benchmarks/bench_kernels.py --out bench_out --quick    # Wan 480p only, fewer densities
+    python benchmarks/bench_kernels.py --out bench_out --blocks 128 64 --skip backward planner sla pooled
 """
 
 from __future__ import annotations
@@ -322,6 +323,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Wan 480p only, densities 10%% and 100%%")
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), help="shapes (default: all, or wan480)")
     parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention (saves its compile time)")
+    parser.add_argument("--blocks", nargs="+", type=int, default=[128], choices=[64, 128],
+                        help="block sizes of the full forward table (default 128; 64 otherwise runs only at Wan "
+                             "480p, densities 10%% and 20%%)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["forward", "backward", "planner", "sla", "pooled"],
                         help="benchmarks to leave out (forward: the forward table against cuDNN and Flex)")
     args = parser.parse_args()
@@ -332,10 +336,12 @@ def main() -> None:
     densities = (0.10, 1.00) if args.quick else DENSITIES
     rows: list[Row] = []
     # Results are rewritten after every section so that a run stopped at its time limit keeps what it has.
-    for shape_key in shapes if "forward" not in args.skip else ():
-        rows += attention_rows(shape_key, densities, 128, args.quick, not args.no_flex, device)
-        save_results(args.out, rows, args.quick)
-    if not args.quick and "wan480" in shapes and "forward" not in args.skip:
+    for i, block in enumerate(args.blocks if "forward" not in args.skip else ()):
+        for shape_key in shapes:
+            rows += [r for r in attention_rows(shape_key, densities, block, args.quick, not args.no_flex, device)
+                     if i == 0 or r.kernel != "cudnn_sdpa_dense"]  # one dense row per shape
+            save_results(args.out, rows, args.quick)
+    if not args.quick and "wan480" in shapes and "forward" not in args.skip and 64 not in args.blocks:
         rows += [r for r in attention_rows("wan480", (0.10, 0.20), 64, args.quick, not args.no_flex, device)
                  if r.kernel != "cudnn_sdpa_dense"]
         save_results(args.out, rows, args.quick)

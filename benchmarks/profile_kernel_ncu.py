@@ -2,11 +2,11 @@
 
 Issue 4 asks why the forward stops at about 0.75 of cuDNN's rate; the hardware counters say where the cycles go.
 The script warms everything up (Triton compilation, autotuning, cuDNN plan) outside the profiled range, then
-calls, once each inside it: our forward at 10% and at 100% density (block 128, bf16) and cuDNN SDPA dense.
-Run it under ncu with the range switched off at the start:
+calls, once each inside it: our forward ("auto": the Gluon kernel on an H100) at 10% and at 100% density (block
+128 or --block 64, bf16) and cuDNN SDPA dense. Run it under ncu with the range switched off at the start:
 
     ncu --profile-from-start off --clock-control none --set detailed --csv --page details \\
-        python benchmarks/profile_kernel_ncu.py > ncu.csv
+        python benchmarks/profile_kernel_ncu.py [--block 64] > ncu.csv
     python benchmarks/profile_kernel_ncu.py --summarize ncu.csv   # the metrics that matter, one row per kernel
 """
 
@@ -23,6 +23,9 @@ SUMMARY_METRICS = (
     ("GPU Speed Of Light Throughput", "Duration"),
     ("GPU Speed Of Light Throughput", "Compute (SM) Throughput"),
     ("GPU Speed Of Light Throughput", "Memory Throughput"),
+    ("GPU Speed Of Light Throughput", "L2 Cache Throughput"),
+    ("GPU Speed Of Light Throughput", "L1/TEX Cache Throughput"),
+    ("GPU Speed Of Light Throughput", "DRAM Throughput"),
     ("Compute Workload Analysis", "Executed Ipc Active"),
     ("Compute Workload Analysis", "Issue Slots Busy"),
     ("Launch Statistics", "Registers Per Thread"),
@@ -37,7 +40,7 @@ SUMMARY_METRICS = (
 )
 
 
-def run_profiled_calls() -> None:
+def run_profiled_calls(block: int) -> None:
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -45,7 +48,7 @@ def run_profiled_calls() -> None:
     from bench_kernels import random_block_mask  # benchmarks/ is on sys.path when a script of it runs
     from swiftdit.kernels.block_sparse_attention import block_mask_to_index_table, block_sparse_attention
 
-    heads, tokens, head_dim, block = 12, 32760, 128, 128
+    heads, tokens, head_dim = 12, 32760, 128
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, heads, tokens, head_dim, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     n_blocks = math.ceil(tokens / block)
@@ -87,9 +90,10 @@ def summarize(csv_path: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--summarize", type=Path, help="print the summary of an ncu --csv details file")
+    parser.add_argument("--block", type=int, default=128, choices=[64, 128], help="block size of our forward")
     args = parser.parse_args()
     if args.summarize is None:
-        run_profiled_calls()
+        run_profiled_calls(args.block)
         return
     for kernel in summarize(args.summarize):
         print(" | ".join(f"{name}: {value}" for name, value in kernel.items()))

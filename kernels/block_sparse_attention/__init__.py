@@ -4,12 +4,14 @@
 Triton kernels (forward + backward through an autograd Function); elsewhere it runs the plain-PyTorch
 reference in `naive.py`. `backend="triton"` forces the kernels (on CPU tensors that needs
 TRITON_INTERPRET=1, which the tests use), `backend="reference"` forces the reference.
-On an H100 (compute capability 9.0) "auto" runs the forward of the calls at 128-token blocks without an
+On an H100 (compute capability 9.0) "auto" runs the forward of the calls at 64- and 128-token blocks without an
 element mask (text columns and pooled columns are fine) with the Gluon kernel of gluon_hopper.py, laid out like
-FlashAttention-3. It runs at 0.89-1.02 of cuDNN's dense rate where the Triton kernel runs at 0.73-0.86, and
-its output and LSE feed the Triton backward. `backend="gluon"` forces it. Where NVIDIA's cuDNN frontend is
-installed (`swiftdit[hopper]`), "auto" runs the forward-only calls it can take at 64-token blocks on a Hopper GPU with
-its kernel instead (cudnn_frontend.py says why and what it lacks); `backend="cudnn-frontend"` forces it.
+FlashAttention-3. At 128-token blocks it runs at 0.89-1.02 of cuDNN's dense rate where the Triton kernel runs
+at 0.73-0.86; at 64-token blocks, bound by L2 bandwidth, 0.69-0.82 against 0.67-0.80. Its output and LSE
+feed the Triton backward. `backend="gluon"` forces it. Where NVIDIA's cuDNN frontend is installed
+(`swiftdit[hopper]`), "auto" runs the forward-only calls it can take at 64-token blocks on a Hopper GPU with
+its kernel instead, measured faster there (cudnn_frontend.py says why and what it lacks);
+`backend="cudnn-frontend"` forces it.
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ def block_sparse_attention(
         raise ValueError(
             "backend='gluon' needs an H100-class GPU (compute capability 9.0), a Triton with Gluon's Hopper API, "
             "bf16/fp16 q/k/v with head_dim 64 or 128, all contiguous (B, H, N, D) or all (B, N, H, D) views, "
-            "16-byte aligned, block_size 128, and no element mask")
+            "16-byte aligned, block_size 64 or 128, and no element mask")
     key_mask = text_key_mask.to(torch.uint8).contiguous() if text_key_mask is not None else None
     return BlockSparseAttentionFunction.apply(
         q, k, v, text_k, text_v, kv_indices, kv_counts, key_mask, element_mask, block_size, scale, estimate_dropped,

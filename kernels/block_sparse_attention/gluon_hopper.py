@@ -1,23 +1,29 @@
 """Block-sparse attention forward for Hopper in Gluon (Triton's explicit-layout dialect), laid out like
-FlashAttention-3: a producer warp and two consumer warpgroups that take turns on the tensor cores.
+FlashAttention-3: producer warps and two consumer warpgroups.
 
-Why a second forward: the Triton kernel (triton_attention.py) reaches 0.72-0.85 of cuDNN's dense rate. Its
+Why a second forward: the Triton kernel (triton_attention.py) reaches 0.68-0.86 of cuDNN's dense rate. Its
 `tl.dot` compiles to async wgmma, but Triton waits on every Q K^T at once and runs both warpgroups in the same
 phase, so the tensor cores idle while the softmax runs (BENCHMARKS.md, session 11). Gluon exposes warp
 specialization, the async wgmma and its waits, and mbarriers, so this kernel has
 - a persistent grid, one program per SM, over the (batch * head, query block) work items;
-- a producer warp that loads each item's Q and every kept key block's K and V through TMA into a ring of
-  STAGES shared-memory stages, reusing a stage once both consumers release it. The ring runs on across work
-  items, so the next item's loads overlap this one's last products and its output store;
-- two consumer warpgroups, 64 query rows each. Per key tile j, in its turn, a consumer issues S_j = Q K_j^T and
-  O += P_{j-1} V_{j-1} and hands the turn over; it then waits for S_j alone and runs the softmax while the
-  tensor cores work on its P V and on the other warpgroup's products (FA3's ping-pong and intra-warpgroup
-  overlap).
+- two consumer warpgroups of 64 query rows each, so a program works on 128 query rows at once;
+- 128-token blocks: one lane of work items per program. Its producer warp loads each item's Q and every kept key
+  block's K and V through TMA into a ring of STAGES shared-memory stages, reusing a stage once both consumers
+  release it. The two consumers share each query block: per key tile j, in its turn, a consumer issues
+  S_j = Q K_j^T and O += P_{j-1} V_{j-1} and hands the turn over; it then waits for S_j alone and runs the
+  softmax while the tensor cores work on its P V and on the other warpgroup's products (FA3's ping-pong and
+  intra-warpgroup overlap);
+- 64-token blocks: two lanes of work items per program, each with its own producer warp, ring and consumer,
+  since neighbouring query blocks have key lists of their own. Each consumer overlaps its softmax with its own
+  P V and with the other lane's products. Here every 64 query rows read their own 64-token K and V tiles, twice
+  the L2 traffic per product of the 128-token case, and Nsight Compute puts the kernel at 81% of L2
+  throughput at Wan 480p (benchmarks/results/kernels-h100/session12-gluon64/ncu);
+- the ring runs on across work items, so the next item's loads overlap this one's last products and its store.
 
 Scope ("auto" takes it where `gluon_forward_takes` says so):
 - the kept visual blocks and, optionally, text keys with their padding mask and then `rectified`'s pooled
   columns of the dropped blocks walked after them; no element mask;
-- 128-token blocks, head_dim 64 or 128, bf16/fp16;
+- 64- or 128-token blocks, head_dim 64 or 128, bf16/fp16;
 - compute capability 9.0;
 - q, k and v all contiguous (B, H, N, D), or all (B, N, H, D) seen as (B, H, N, D) (what diffusers' processors
   pass);
@@ -37,10 +43,14 @@ import triton
 
 from .triton_attention import LOG2E, interpreting
 
-GLUON_BLOCK = 128
+GLUON_BLOCKS = (64, 128)
 GLUON_HEAD_DIMS = (64, 128)
 GLUON_DTYPES = (torch.bfloat16, torch.float16)
-GLUON_STAGES = 3  # Q (32 KB) + 3 x (K + V) tiles (64 KB each at head_dim 128) = 224 KB of the 227 KB
+# Q (2 x 64 rows, 32 KB at head_dim 128) + 3 stages of K and V: 128-token tiles in one ring, or 64-token tiles in
+# one ring per lane; 224 KB of the 227 KB either way.
+GLUON_STAGES = 3
+CONSUMER_ROWS = 64  # the kernel's CONSUMER_ROWS: query rows per consumer warpgroup, and per Q tile
+PROGRAM_ROWS = 128  # the kernel's PROGRAM_ROWS: 128 // block = lanes of work items per program
 
 
 @functools.lru_cache(maxsize=1)
@@ -82,7 +92,7 @@ def gluon_forward_takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block
     and the pooled columns of dropped blocks are within it)."""
     if has_element_mask or interpreting():
         return False
-    if not (q.is_cuda and block_size == GLUON_BLOCK and q.shape[-1] in GLUON_HEAD_DIMS and q.dtype in GLUON_DTYPES
+    if not (q.is_cuda and block_size in GLUON_BLOCKS and q.shape[-1] in GLUON_HEAD_DIMS and q.dtype in GLUON_DTYPES
             and k.dtype == q.dtype and v.dtype == q.dtype and (text_k is None or text_k.dtype == q.dtype)):
         return False
     if torch.cuda.get_device_capability(q.device) != (9, 0) or load_kernel() is None:
@@ -97,15 +107,15 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _shared_layouts(gl, dtype, head_dim: int):
-    """NVMMA shared layouts of a query half-block (64 rows) and of a key/value block (128 rows)."""
+def _shared_layouts(gl, dtype, head_dim: int, block_size: int):
+    """NVMMA shared layouts of a consumer's query tile (64 rows) and of a key/value block."""
     gl_dtype = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
-    return (gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK // 2, head_dim], gl_dtype),
-            gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK, head_dim], gl_dtype))
+    return (gl.NVMMASharedLayout.get_default_for([CONSUMER_ROWS, head_dim], gl_dtype),
+            gl.NVMMASharedLayout.get_default_for([block_size, head_dim], gl_dtype))
 
 
-def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale: float, text_k=None, text_v=None,
-                          text_key_mask=None, pooled=None) -> None:
+def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: int, scale: float, text_k=None,
+                          text_v=None, text_key_mask=None, pooled=None) -> None:
     """q, k, v (B, H, N, D) that `gluon_forward_takes`; out (B, H, N, D) of q's dtype, any strides with a unit last
     one; lse (B, H, N) contiguous float32; kv_indices / kv_counts int32 (B|1, H|1, nQ, ...) / (B|1, H|1, nQ);
     scale > 0; text_k / text_v (B, H, L, D) and text_key_mask (B, L) uint8 (0 = padding), optional; pooled: the
@@ -114,7 +124,7 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale: float
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     b, h, n, d = q.shape
-    q_layout, kv_layout = _shared_layouts(kernel.gl, q.dtype, d)
+    q_layout, kv_layout = _shared_layouts(kernel.gl, q.dtype, d, block_size)
     views = [tma_view(x) for x in (q, k, v)]
     text_len = 0 if text_k is None else text_k.shape[2]
     # The text keys are few (256 in HunyuanVideo): a contiguous copy where they come as a slice of something
@@ -125,29 +135,31 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale: float
     q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc = (
         TensorDescriptor(matrix, list(matrix.shape), list(matrix.stride()), [rows, d], layout)
         for matrix, rows, layout in zip([view.matrix for view in views] + texts + means,
-                                        (GLUON_BLOCK // 2,) + (GLUON_BLOCK,) * 6, (q_layout,) + (kv_layout,) * 6))
+                                        (CONSUMER_ROWS,) + (block_size,) * 6, (q_layout,) + (kv_layout,) * 6))
     text_mask = text_key_mask.contiguous() if text_key_mask is not None else lse  # lse: an unread placeholder
     pool_bias, dropped = (pooled.bias, pooled.dropped) if pooled is not None else (lse, kv_counts)  # unread
 
     def strides(x, dims):  # 0 where a dim has size 1, so that it broadcasts
         return [x.stride(i) if x.shape[i] > 1 else 0 for i in range(dims)]
 
-    n_q_blocks = triton.cdiv(n, GLUON_BLOCK)
+    n_q_blocks = triton.cdiv(n, block_size)
     total = b * h * n_q_blocks
-    kernel.block_sparse_forward_hopper_kernel[(min(total, _sm_count(q.device.index or 0)),)](
+    lanes = PROGRAM_ROWS // block_size
+    grid = (min(triton.cdiv(total, lanes), _sm_count(q.device.index or 0)),)
+    kernel.block_sparse_forward_hopper_kernel[grid](
         q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, out, lse, kv_indices, kv_counts, text_mask,
         pool_bias, dropped,
         out.stride(0), out.stride(1), out.stride(2), *strides(kv_indices, 3), *strides(kv_counts, 2),
         text_mask.stride(0) if text_key_mask is not None else 0,
         *(strides(pooled.dropped, 3) if pooled is not None else (0, 0, 0)),
         h, n, text_len, pooled.k.shape[2] if pooled is not None else 0, n_q_blocks, total, scale * LOG2E,
-        BLOCK=GLUON_BLOCK, HEAD_DIM=d, STAGES=GLUON_STAGES, EVEN_N=n % GLUON_BLOCK == 0, BNHD=views[0].bnhd,
+        BLOCK=block_size, HEAD_DIM=d, STAGES=GLUON_STAGES, EVEN_N=n % block_size == 0, BNHD=views[0].bnhd,
         HAS_TEXT=text_len > 0, HAS_TEXT_MASK=text_key_mask is not None, POOLED=pooled is not None, num_warps=4,
         maxnreg=168,
     )
 
 
-def compile_check(head_dim: int, even_n: bool, extras: bool = True) -> dict:
+def compile_check(head_dim: int, even_n: bool, extras: bool = True, block_size: int = 128) -> dict:
     """Compile the kernel for compute capability 9.0 with the installed Triton, no GPU needed (not under
     TRITON_INTERPRET=1): its wgmma count, whether the partitions got register budgets (setmaxnreg) and its
     shared memory in bytes. extras: with the text and pooled-column paths compiled in. The CPU tests run it in a
@@ -159,12 +171,11 @@ def compile_check(head_dim: int, even_n: bool, extras: bool = True) -> dict:
     if kernel is None:
         raise RuntimeError("this Triton has no Gluon Hopper API")
     fn = kernel.block_sparse_forward_hopper_kernel
-    q_layout, kv_layout = _shared_layouts(kernel.gl, torch.bfloat16, head_dim)
-    descriptors = {"q_desc": (GLUON_BLOCK // 2, q_layout), "k_desc": (GLUON_BLOCK, kv_layout),
-                   "v_desc": (GLUON_BLOCK, kv_layout), "tk_desc": (GLUON_BLOCK, kv_layout),
-                   "tv_desc": (GLUON_BLOCK, kv_layout), "pk_desc": (GLUON_BLOCK, kv_layout),
-                   "pv_desc": (GLUON_BLOCK, kv_layout)}
-    constants = dict(BLOCK=GLUON_BLOCK, HEAD_DIM=head_dim, STAGES=GLUON_STAGES, EVEN_N=even_n, BNHD=True,
+    q_layout, kv_layout = _shared_layouts(kernel.gl, torch.bfloat16, head_dim, block_size)
+    descriptors = {"q_desc": (CONSUMER_ROWS, q_layout)}
+    descriptors.update({name: (block_size, kv_layout) for name in ("k_desc", "v_desc", "tk_desc", "tv_desc",
+                                                                    "pk_desc", "pv_desc")})
+    constants = dict(BLOCK=block_size, HEAD_DIM=head_dim, STAGES=GLUON_STAGES, EVEN_N=even_n, BNHD=True,
                      HAS_TEXT=extras, HAS_TEXT_MASK=extras, POOLED=extras, num_warps=4)
     pointers = {"Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32", "KvCnt": "*i32", "TextMask": "*u8",
                 "PoolBias": "*fp32", "Dropped": "*u8"}

@@ -10,6 +10,12 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 # Triton 3.6 (the H100's) names the TMA load async_copy_global_to_shared; later versions call it async_load.
 tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_global_to_shared
 
+# Each consumer warpgroup owns 64 query rows, and a program works on 128 at once. With 128-token blocks that is
+# one query block, split between the two consumers (one lane); with 64-token blocks it is two query blocks,
+# each with its own key list, so each consumer runs its own lane of work items with its own producer and ring.
+CONSUMER_ROWS = gl.constexpr(64)
+PROGRAM_ROWS = gl.constexpr(128)
+
 
 @gluon.jit
 def _work_item(item, num_q_blocks, num_heads, seq_len, HEAD_DIM: gl.constexpr, BNHD: gl.constexpr):
@@ -56,31 +62,36 @@ def _pooled_scores(s, PoolBias, dropped_row, pooled_cols, num_kv_blocks):
 
 @gluon.jit
 def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
-              BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr):
-    """One warp. Per work item: the query block's two halves once both consumers have released the previous
-    ones, then every kept key block's K and V into the ring of stages as soon as both consumers have released
-    a stage. The ring runs on across work items, so the next item's loads overlap this item's last products
-    and its output store."""
+              BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr,
+              LANE: gl.constexpr):
+    """One warp per lane. Per work item of its lane: the query block (in 64-row parts, one per consumer of the
+    lane) once the lane's consumers have released the previous one, then every kept key block's K and V into
+    the lane's ring of stages as soon as its consumers have released a stage. The ring runs on across work
+    items, so the next item's loads overlap this item's last products and its output store."""
     (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready,
      q_empty, turn, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb,
      s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, total,
      qk_scale_log2) = args
-    HALF: gl.constexpr = BLOCK // 2
+    LANES: gl.constexpr = PROGRAM_ROWS // BLOCK
+    PARTS: gl.constexpr = BLOCK // CONSUMER_ROWS  # consumers per lane
     text_tiles = gl.cdiv(text_len, BLOCK) if HAS_TEXT else 0
     pooled_tiles = gl.cdiv(num_kv_blocks, BLOCK) if POOLED else 0
+    lane_q_ready = q_ready.index(LANE)
+    lane_q_empty = q_empty.index(LANE)
     tile = 0
     done = 0
-    for item in range(gl.program_id(0), total, gl.num_programs(0)):
+    for item in range(gl.program_id(0) * LANES + LANE, total, gl.num_programs(0) * LANES):
         q_block, b, h, row0, col0 = _work_item(item, num_q_blocks, num_heads, seq_len, HEAD_DIM, BNHD)
         # A fresh mbarrier counts as having completed phase 1: the first waits on q_empty and empty pass.
-        mbarrier.wait(q_empty, (done & 1) ^ 1)
-        mbarrier.expect(q_ready, 2 * q_desc.block_type.nbytes)
-        tma_load(q_desc, [row0 + q_block * BLOCK, col0], q_ready, q_smem.index(0))
-        tma_load(q_desc, [row0 + q_block * BLOCK + HALF, col0], q_ready, q_smem.index(1))
+        mbarrier.wait(lane_q_empty, (done & 1) ^ 1)
+        mbarrier.expect(lane_q_ready, PARTS * q_desc.block_type.nbytes)
+        for part in gl.static_range(PARTS):
+            tma_load(q_desc, [row0 + q_block * BLOCK + part * CONSUMER_ROWS, col0], lane_q_ready,
+                     q_smem.index(LANE * PARTS + part))
         count = gl.load(KvCnt + b * s_cb + h * s_ch + q_block)
         idx_row = KvIdx + b * s_ib + h * s_ih + q_block * s_iq
         for j in range(count + text_tiles + pooled_tiles):
-            stage = tile % STAGES
+            stage = LANE * STAGES + tile % STAGES
             mbarrier.wait(empty.index(stage), ((tile // STAGES) & 1) ^ 1)
             bar = ready.index(stage)
             mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
@@ -103,15 +114,23 @@ def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
 @gluon.jit
 def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
               BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr,
-              HALF_INDEX: gl.constexpr):
-    """One warpgroup, 64 query rows (half HALF_INDEX of each query block). Per key tile j it issues
-    S_j = Q K_j^T and O += P_{j-1} V_{j-1} in its turn, hands the turn to the other warpgroup, and runs the
-    softmax of S_j while the tensor cores work on its own P V and on the other warpgroup's products."""
+              CONSUMER: gl.constexpr):
+    """One warpgroup, 64 query rows: part CONSUMER % PARTS of each query block of lane CONSUMER // PARTS. Per key
+    tile j it issues S_j = Q K_j^T and O += P_{j-1} V_{j-1}, and runs the softmax of S_j while the tensor cores
+    work on its own P V and on the other warpgroup's products. Where both consumers share a lane (128-token
+    blocks) they take the same tiles, so they take turns on the tensor cores, each handing the turn over after
+    issuing (FA3's ping-pong). Consumers of separate lanes walk key lists of different lengths and do not: turns
+    between them, the shorter lane passing its turns at the end, measured 1-2% slower at Wan 480p (BENCHMARKS.md,
+    session 12)."""
     (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready,
      q_empty, turn, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb,
      s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, total,
      qk_scale_log2) = args
-    HALF: gl.constexpr = BLOCK // 2
+    LANES: gl.constexpr = PROGRAM_ROWS // BLOCK
+    PARTS: gl.constexpr = BLOCK // CONSUMER_ROWS  # consumers per lane
+    LANE: gl.constexpr = CONSUMER // PARTS
+    PART: gl.constexpr = CONSUMER % PARTS
+    TAKE_TURNS: gl.constexpr = PARTS == 2
     dtype: gl.constexpr = k_smem.dtype
     text_tiles = gl.cdiv(text_len, BLOCK) if HAS_TEXT else 0
     pooled_tiles = gl.cdiv(num_kv_blocks, BLOCK) if POOLED else 0
@@ -122,44 +141,47 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     s_rows: gl.constexpr = gl.SliceLayout(1, s_layout)
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
-    my_turn = turn.index(HALF_INDEX)
-    their_turn = turn.index(1 - HALF_INDEX)
-    q = q_smem.index(HALF_INDEX)
+    my_turn = turn.index(CONSUMER)
+    their_turn = turn.index(1 - CONSUMER)
+    lane_q_ready = q_ready.index(LANE)
+    lane_q_empty = q_empty.index(LANE)
+    q = q_smem.index(CONSUMER)
     cols = gl.arange(0, BLOCK, layout=gl.SliceLayout(0, s_layout))
-    s_zero = gl.zeros([HALF, BLOCK], gl.float32, layout=s_layout)
+    s_zero = gl.zeros([CONSUMER_ROWS, BLOCK], gl.float32, layout=s_layout)
 
     tile = 0
     done = 0
-    for item in range(gl.program_id(0), total, gl.num_programs(0)):
+    for item in range(gl.program_id(0) * LANES + LANE, total, gl.num_programs(0) * LANES):
         q_block, b, h, row0, col0 = _work_item(item, num_q_blocks, num_heads, seq_len, HEAD_DIM, BNHD)
         count = gl.load(KvCnt + b * s_cb + h * s_ch + q_block)
         idx_row = KvIdx + b * s_ib + h * s_ih + q_block * s_iq
-        m_i = gl.full([HALF], float("-inf"), gl.float32, layout=s_rows)
-        l_i = gl.zeros([HALF], gl.float32, layout=s_rows)
-        acc = gl.zeros([HALF, HEAD_DIM], gl.float32, layout=o_layout)
-        mbarrier.wait(q_ready, done & 1)
+        m_i = gl.full([CONSUMER_ROWS], float("-inf"), gl.float32, layout=s_rows)
+        l_i = gl.zeros([CONSUMER_ROWS], gl.float32, layout=s_rows)
+        acc = gl.zeros([CONSUMER_ROWS, HEAD_DIM], gl.float32, layout=o_layout)
+        mbarrier.wait(lane_q_ready, done & 1)
         tiles = count + text_tiles + pooled_tiles
         if tiles > 0:
-            p_prev = gl.zeros([HALF, BLOCK], dtype, layout=p_layout)
+            p_prev = gl.zeros([CONSUMER_ROWS, BLOCK], dtype, layout=p_layout)
             for j in range(tiles):
-                stage = tile % STAGES
-                prev_stage = (tile + STAGES - 1) % STAGES
+                stage = LANE * STAGES + tile % STAGES
+                prev_stage = LANE * STAGES + (tile + STAGES - 1) % STAGES
                 if j == 0:
                     # No P V yet: multiply the zero P by this tile's V (loaded, so finite), not by a stage that
                     # may hold another item's data or uninitialised shared memory (NaN patterns).
                     prev_stage = stage
                 mbarrier.wait(ready.index(stage), (tile // STAGES) & 1)
-                # Both consumers take the same turns in the same order; warpgroup 0 goes first.
-                mbarrier.wait(my_turn, (tile & 1) ^ (1 - HALF_INDEX))
+                if TAKE_TURNS:  # both consumers take the same turns in the same order; warpgroup 0 goes first
+                    mbarrier.wait(my_turn, (tile & 1) ^ (1 - CONSUMER))
                 s = warpgroup_mma(q, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
                 acc = warpgroup_mma(p_prev, v_smem.index(prev_stage), acc, is_async=True)
-                mbarrier.arrive(their_turn, count=1)
+                if TAKE_TURNS:
+                    mbarrier.arrive(their_turn, count=1)
                 # wgmma groups retire in order: with one left outstanding (P V), the scores are ready.
                 s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))
                 if j == tiles - 1:
-                    # The item's last Q K^T is done: release this half of Q now, so that the producer loads the
+                    # The item's last Q K^T is done: release this part of Q now, so that the producer loads the
                     # next item's while this warpgroup finishes the last P V, the softmax and the store.
-                    mbarrier.arrive(q_empty, count=1)
+                    mbarrier.arrive(lane_q_empty, count=1)
                 if POOLED and j >= count + text_tiles:
                     s = _pooled_scores(s, PoolBias, Dropped + b * s_db + h * s_dh + q_block * s_dq,
                                        (j - count - text_tiles) * BLOCK + cols, num_kv_blocks)
@@ -186,38 +208,24 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
                 if j > 0:  # the previous tile's K and V have been read by both of this warpgroup's products
                     mbarrier.arrive(empty.index(prev_stage), count=1)
                 tile += 1
-            last = (tile + STAGES - 1) % STAGES
+            last = LANE * STAGES + (tile + STAGES - 1) % STAGES
             acc = warpgroup_mma(p_prev, v_smem.index(last), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
             mbarrier.arrive(empty.index(last), count=1)
         else:
-            mbarrier.arrive(q_empty, count=1)  # an empty row never reads Q
+            mbarrier.arrive(lane_q_empty, count=1)  # an empty row never reads Q
 
         empty_row = l_i == 0.0
         lse = gl.where(empty_row, float("-inf"), (m_i + gl.log2(gl.where(empty_row, 1.0, l_i))) / 1.4426950408889634)
         out = acc / gl.expand_dims(gl.convert_layout(gl.where(empty_row, 1.0, l_i), o_rows), 1)
-        rows = q_block * BLOCK + HALF_INDEX * HALF + gl.arange(0, HALF, layout=o_rows)
+        rows = q_block * BLOCK + PART * CONSUMER_ROWS + gl.arange(0, CONSUMER_ROWS, layout=o_rows)
         dims = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
         o_ptrs = Out + b.to(gl.int64) * s_ob + h.to(gl.int64) * s_oh + gl.expand_dims(rows, 1).to(gl.int64) * s_on \
             + gl.expand_dims(dims, 0)
         gl.store(o_ptrs, out.to(dtype), mask=gl.expand_dims(rows < seq_len, 1))
-        lse_rows = q_block * BLOCK + HALF_INDEX * HALF + gl.arange(0, HALF, layout=s_rows)
+        lse_rows = q_block * BLOCK + PART * CONSUMER_ROWS + gl.arange(0, CONSUMER_ROWS, layout=s_rows)
         gl.store(Lse + (b * num_heads + h).to(gl.int64) * seq_len + lse_rows, lse, mask=lse_rows < seq_len)
         done += 1
-
-
-@gluon.jit
-def _consumer_first_half(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                         EVEN_N: gl.constexpr, BNHD: gl.constexpr, HAS_TEXT: gl.constexpr,
-                         HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr):
-    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 0)
-
-
-@gluon.jit
-def _consumer_second_half(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                          EVEN_N: gl.constexpr, BNHD: gl.constexpr, HAS_TEXT: gl.constexpr,
-                          HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr):
-    _consumer(args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 1)
 
 
 @gluon.jit
@@ -229,36 +237,48 @@ def block_sparse_forward_hopper_kernel(
     HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr, num_warps: gl.constexpr,
 ):
     """A persistent grid (one program per SM) over the (batch * head, query block) work items, each program in
-    three partitions (FlashAttention-3's layout): two consumer warpgroups of 64 query rows each that take turns
-    on the tensor cores, and one producer warp that fills the ring of K/V stages with TMA. Text keys
+    partitions laid out like FlashAttention-3: two consumer warpgroups of 64 query rows each, and per lane one
+    producer warp that fills the lane's ring of K/V stages with TMA. 128-token blocks: one lane, whose two
+    consumers share each query block and take turns on the tensor cores. 64-token blocks: two lanes of work
+    items, one consumer each (CONSUMER_ROWS, PROGRAM_ROWS). Text keys
     (text_len > 0; tk_desc / tv_desc over (B * H * L, D)) are walked after each row's kept blocks, with an
     optional (B, L) uint8 padding mask. With POOLED, `rectified`'s pooled columns come last (pooled.py): every
     key block's mean key and value (pk_desc / pv_desc over (B * H * nK, D)), with the logit bias PoolBias (raw
     score units) and only where the query block's (B|1, H|1, nQ, nK) uint8 `Dropped` row says it drops them."""
-    HALF: gl.constexpr = BLOCK // 2
+    LANES: gl.constexpr = PROGRAM_ROWS // BLOCK
+    PARTS: gl.constexpr = BLOCK // CONSUMER_ROWS  # consumers per lane
     dtype: gl.constexpr = k_desc.dtype
-    q_smem = gl.allocate_shared_memory(dtype, [2, HALF, HEAD_DIM], q_desc.layout)
-    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK, HEAD_DIM], k_desc.layout)
-    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK, HEAD_DIM], v_desc.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    q_smem = gl.allocate_shared_memory(dtype, [2, CONSUMER_ROWS, HEAD_DIM], q_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [LANES * STAGES, BLOCK, HEAD_DIM], k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [LANES * STAGES, BLOCK, HEAD_DIM], v_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [LANES * STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [LANES * STAGES, 1], mbarrier.MBarrierLayout())
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(STAGES):
+    q_ready = gl.allocate_shared_memory(gl.int64, [LANES, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [LANES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(LANES * STAGES):
         mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)  # both consumers release a stage
+        mbarrier.init(empty.index(i), count=PARTS)  # every consumer of the lane releases a stage
     mbarrier.init(turn.index(0), count=1)
     mbarrier.init(turn.index(1), count=1)
-    mbarrier.init(q_ready, count=1)
-    mbarrier.init(q_empty, count=2)
+    for lane in gl.static_range(LANES):
+        mbarrier.init(q_ready.index(lane), count=1)
+        mbarrier.init(q_empty.index(lane), count=PARTS)
 
     args = (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty,
             q_ready, q_empty, turn, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih,
             s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks,
             total, qk_scale_log2)
-    gl.warp_specialize([
-        (_consumer_first_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED)),
-        (_consumer_second_half, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED)),
-        (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED)),
-    ], [4, 1], [240, 24])
+    if LANES == 1:
+        gl.warp_specialize([
+            (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 0)),
+            (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 1)),
+            (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 0)),
+        ], [4, 1], [240, 24])
+    else:
+        gl.warp_specialize([
+            (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 0)),
+            (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 1)),
+            (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 0)),
+            (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 1)),
+        ], [4, 1, 1], [240, 24, 24])

@@ -184,7 +184,7 @@ def launch_forward(
     out = output_like(q)
     lse = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
     if use_gluon:
-        launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, scale,
+        launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size, scale,
                               *((text.k, text.v, text.key_mask) if text is not None else (None, None, None)),
                               pooled=pooled)
         return out, lse

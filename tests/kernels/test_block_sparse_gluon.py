@@ -25,7 +25,7 @@ def test_auto_keeps_the_triton_kernel_off_hopper_and_for_calls_outside_the_scope
     plain = dict(text_k=None, has_element_mask=False)
     assert not gluon_forward_takes(q, k, v, 128, **plain)  # CPU tensors
     assert not gluon_forward_takes(q, k, v, 128, **dict(plain, has_element_mask=True))
-    assert not gluon_forward_takes(q, k, v, 64, **plain)
+    assert not gluon_forward_takes(q, k, v, 32, **plain)
 
 
 def test_forcing_gluon_where_it_cannot_run_names_the_requirements():
@@ -35,15 +35,17 @@ def test_forcing_gluon_where_it_cannot_run_names_the_requirements():
         block_sparse_attention(q, k, v, kv_indices, kv_counts, 128, backend="gluon")
 
 
-@pytest.mark.parametrize("head_dim, even, text", [(128, False, True), (64, True, False)])
-def test_kernel_compiles_for_sm90(head_dim, even, text):
+@pytest.mark.parametrize("head_dim, even, text, block", [(128, False, True, 128), (64, True, False, 128),
+                                                        (128, False, True, 64), (64, True, False, 64)])
+def test_kernel_compiles_for_sm90(head_dim, even, text, block):
     """A compile for compute capability 9.0 with the installed Triton, no GPU needed, in a subprocess (this one
-    runs Triton's interpreter): the kernel's layouts, partitions and barriers type-check, the partitions get
-    their register budgets, and the shared memory fits the H100's 227 KB."""
+    runs Triton's interpreter): the kernel's layouts, partitions and barriers type-check (one lane at 128-token
+    blocks, two at 64), the partitions get their register budgets, and the shared memory fits the H100's
+    227 KB."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     script = ("import json; "
               "from swiftdit.kernels.block_sparse_attention.gluon_hopper import compile_check, load_kernel;"
-              f" print(json.dumps(compile_check({head_dim}, {even}, {text}) if load_kernel() else None))")
+              f" print(json.dumps(compile_check({head_dim}, {even}, {text}, {block}) if load_kernel() else None))")
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
@@ -53,25 +55,33 @@ def test_kernel_compiles_for_sm90(head_dim, even, text):
     assert result["shared_bytes"] <= 232448
 
 
-def _gpu_case(b, h, n, d, dtype, layout, empty_rows=0, density=0.3, seed=0):
+def _gpu_case(b, h, n, d, dtype, layout, block, empty_rows=0, density=0.3, seed=0):
     q, k, v = qkv(b, h, n, d, dtype, device="cuda", seed=seed)
     if layout == "bnhd":  # diffusers' processors hand over (B, N, H, D) views
         q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
-    mask = random_block_mask(b, h, math.ceil(n / 128), density, seed=seed, empty_rows=empty_rows).cuda()
+    mask = random_block_mask(b, h, math.ceil(n / block), density, seed=seed, empty_rows=empty_rows).cuda()
     return q, k, v, mask
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("n, d, dtype, layout, text, pooled", [(8190, 128, torch.bfloat16, "bnhd", 0, False),
-                                                               (4096, 64, torch.float16, "bhnd", 0, False),
-                                                               (2000, 128, torch.float16, "bhnd", 0, False),
-                                                               (3000, 128, torch.bfloat16, "bnhd", 300, False),
-                                                               (8190, 128, torch.bfloat16, "bnhd", 300, True)])
-def test_gpu_gluon_forward_matches_reference(n, d, dtype, layout, text, pooled):
-    """Ragged ends, both layouts, both head dims, empty rows; with text keys (a ragged 300, some padding, a
-    batch whose text is all padding, so its empty rows stay empty); with `rectified`'s pooled columns of the
-    dropped blocks after them (64 key blocks: one ragged tile of pooled columns)."""
-    q, k, v, mask = _gpu_case(2, 3, n, d, dtype, layout, empty_rows=2)
+@pytest.mark.parametrize("block, n, d, dtype, layout, text, pooled", [
+    (128, 8190, 128, torch.bfloat16, "bnhd", 0, False),
+    (128, 4096, 64, torch.float16, "bhnd", 0, False),
+    (128, 2000, 128, torch.float16, "bhnd", 0, False),
+    (128, 3000, 128, torch.bfloat16, "bnhd", 300, False),
+    (128, 8190, 128, torch.bfloat16, "bnhd", 300, True),
+    (64, 8190, 128, torch.bfloat16, "bnhd", 0, False),
+    (64, 4096, 64, torch.float16, "bhnd", 0, False),
+    (64, 2000, 128, torch.float16, "bhnd", 0, False),
+    (64, 3000, 128, torch.bfloat16, "bnhd", 300, False),
+    (64, 8190, 64, torch.bfloat16, "bnhd", 300, True),
+])
+def test_gpu_gluon_forward_matches_reference(block, n, d, dtype, layout, text, pooled):
+    """Both block sizes (one lane of work items per program at 128, two at 64), ragged ends, both layouts, both
+    head dims, empty rows; with text keys (a ragged 300, some padding, a batch whose text is all padding, so its
+    empty rows stay empty); with `rectified`'s pooled columns of the dropped blocks after them (a ragged tile of
+    pooled columns: 64 key blocks at 128 tokens, 128 at 64)."""
+    q, k, v, mask = _gpu_case(2, 3, n, d, dtype, layout, block, empty_rows=2)
     text_args, reference_args = {}, {}
     if text:
         text_k, text_v = qkv(2, 3, text, d, dtype, device="cuda", seed=5)[:2]
@@ -79,33 +89,33 @@ def test_gpu_gluon_forward_matches_reference(n, d, dtype, layout, text, pooled):
         key_mask[1] = False
         text_args = dict(text_k=text_k, text_v=text_v, text_key_mask=key_mask.cuda())
         reference_args = dict(text_k=text_k.float(), text_v=text_v.float(), text_key_mask=key_mask.cuda())
-    assert gluon_forward_takes(q, k, v, 128, text_k=text_args.get("text_k"), has_element_mask=False)
+    assert gluon_forward_takes(q, k, v, block, text_k=text_args.get("text_k"), has_element_mask=False)
     kv_indices, kv_counts = block_mask_to_index_table(mask)
-    out, lse = block_sparse_attention(q, k, v, kv_indices, kv_counts, 128, backend="gluon",
+    out, lse = block_sparse_attention(q, k, v, kv_indices, kv_counts, block, backend="gluon",
                                       estimate_dropped=pooled, **text_args)
-    ref, ref_lse = block_sparse_attention_reference(q.float(), k.float(), v.float(), kv_indices, kv_counts, 128,
+    ref, ref_lse = block_sparse_attention_reference(q.float(), k.float(), v.float(), kv_indices, kv_counts, block,
                                                     estimate_dropped=pooled, **reference_args)
     assert relative_error(out, ref) < 1e-2
     assert_lse_close(lse, ref_lse)
-    # The empty rows of head 0; with text keys only those of batch 1 (whose text is all padding) stay empty,
-    # and with pooled columns none (they attend every block they drop).
+    # The empty rows of head 0 (its first two query blocks); with text keys only those of batch 1 (whose text is
+    # all padding) stay empty, and with pooled columns none (they attend every block they drop).
     if not pooled:
-        assert torch.all(out[1 if text else 0, 0, :256] == 0)
+        assert torch.all(out[1 if text else 0, 0, :2 * block] == 0)
     assert out.stride() == q.stride()  # written in q's layout
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("estimate_dropped", [False, True])
-def test_gpu_gluon_forward_feeds_the_triton_backward(estimate_dropped):
+@pytest.mark.parametrize("block, estimate_dropped", [(128, False), (128, True), (64, False)])
+def test_gpu_gluon_forward_feeds_the_triton_backward(block, estimate_dropped):
     """Gradients through the Triton backward from the Gluon forward's output and LSE; with `rectified`'s pooled
     columns of the dropped blocks (walked last in the Gluon forward) too."""
-    q, k, v, mask = _gpu_case(1, 2, 3000, 128, torch.bfloat16, "bhnd")
+    q, k, v, mask = _gpu_case(1, 2, 3000, 128, torch.bfloat16, "bhnd", block)
     kv_indices, kv_counts = block_mask_to_index_table(mask)
     weights = torch.randn(q.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
     grads = []
     for backend, dtype in (("gluon", torch.bfloat16), ("reference", torch.float32)):
         inputs = leaf_copies([q, k, v], dtype)
-        out, lse = block_sparse_attention(*inputs, kv_indices, kv_counts, 128, backend=backend,
+        out, lse = block_sparse_attention(*inputs, kv_indices, kv_counts, block, backend=backend,
                                           estimate_dropped=estimate_dropped)
         loss = (out.float() * weights).sum() + finite_lse_sum(lse)
         grads.append(torch.autograd.grad(loss, inputs))
