@@ -61,6 +61,46 @@ def _pooled_scores(s, PoolBias, dropped_row, pooled_cols, num_kv_blocks):
 
 
 @gluon.jit
+def _wait_for_tile(ready, my_turn, tile, LANE: gl.constexpr, STAGES: gl.constexpr, CONSUMER: gl.constexpr,
+                   TAKE_TURNS: gl.constexpr):
+    """The ring stage of the consumer's tile number `tile`, once its K and V have landed and, where the consumers
+    take turns, once it is this one's turn (both take the same turns in the same order; warpgroup 0 first)."""
+    stage = LANE * STAGES + tile % STAGES
+    mbarrier.wait(ready.index(stage), (tile // STAGES) & 1)
+    if TAKE_TURNS:
+        mbarrier.wait(my_turn, (tile & 1) ^ (1 - CONSUMER))
+    return stage
+
+
+@gluon.jit
+def _tile_probabilities(s, j, m_i, l_i, count, text_tiles, cols, idx_row, seq_len, TextMask, b, s_tmb, text_len,
+                        PoolBias, dropped_row, num_kv_blocks, qk_scale_log2, dtype: gl.constexpr,
+                        p_layout: gl.constexpr, BLOCK: gl.constexpr, EVEN_N: gl.constexpr, HAS_TEXT: gl.constexpr,
+                        HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr):
+    """The online-softmax step of the item's tile j (kept blocks, then text tiles, then pooled columns) from its
+    raw scores s: (P in the input dtype as the P V operand, the rescale alpha of the accumulator, new m, new l)."""
+    if POOLED and j >= count + text_tiles:
+        s = _pooled_scores(s, PoolBias, dropped_row, (j - count - text_tiles) * BLOCK + cols, num_kv_blocks)
+    elif HAS_TEXT and j >= count:
+        s = _text_scores(s, TextMask, b, s_tmb, (j - count) * BLOCK + cols, text_len, HAS_TEXT_MASK)
+    else:
+        s = _masked_scores(s, idx_row, j, seq_len, cols, BLOCK, EVEN_N)
+    m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale_log2)
+    if HAS_TEXT or POOLED:
+        # A row may have seen no finite score yet (an empty row whose text keys so far are padding, or whose
+        # pooled tile holds no dropped block): subtract 0 there instead of -inf, so that no -inf - -inf appears.
+        # Every visual tile holds a finite score in every row, so without text or pooled columns this is not
+        # needed.
+        m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_use = m_new
+    p = gl.exp2(s * qk_scale_log2 - gl.expand_dims(m_use, 1))
+    alpha = gl.exp2(m_i - m_use)
+    l_i = l_i * alpha + gl.sum(p, 1)
+    return gl.convert_layout(p.to(dtype), p_layout), alpha, m_new, l_i
+
+
+@gluon.jit
 def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
               BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr,
               LANE: gl.constexpr):
@@ -162,16 +202,29 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
         tiles = count + text_tiles + pooled_tiles
         if tiles > 0:
             p_prev = gl.zeros([CONSUMER_ROWS, BLOCK], dtype, layout=p_layout)
-            for j in range(tiles):
-                stage = LANE * STAGES + tile % STAGES
+            first = 0
+            if not TAKE_TURNS:
+                # A lane's consumer issues its first tile's Q K^T alone, as there is no P V yet: 3.5-4% faster at
+                # 64-token blocks than the loop's first pass with the zero P. With turns (128-token blocks) the
+                # loop's first pass measured 1-2% faster at Wan 480p (BENCHMARKS.md, session 12), so it stays.
+                stage = _wait_for_tile(ready, my_turn, tile, LANE, STAGES, CONSUMER, TAKE_TURNS)
+                s = warpgroup_mma(q, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+                s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
+                if tiles == 1:
+                    mbarrier.arrive(lane_q_empty, count=1)
+                p_prev, alpha, m_i, l_i = _tile_probabilities(
+                    s, 0, m_i, l_i, count, text_tiles, cols, idx_row, seq_len, TextMask, b, s_tmb, text_len,
+                    PoolBias, Dropped + b * s_db + h * s_dh + q_block * s_dq, num_kv_blocks, qk_scale_log2, dtype,
+                    p_layout, BLOCK, EVEN_N, HAS_TEXT, HAS_TEXT_MASK, POOLED)
+                tile += 1
+                first = 1
+            for j in range(first, tiles):
                 prev_stage = LANE * STAGES + (tile + STAGES - 1) % STAGES
+                stage = _wait_for_tile(ready, my_turn, tile, LANE, STAGES, CONSUMER, TAKE_TURNS)
                 if j == 0:
                     # No P V yet: multiply the zero P by this tile's V (loaded, so finite), not by a stage that
                     # may hold another item's data or uninitialised shared memory (NaN patterns).
                     prev_stage = stage
-                mbarrier.wait(ready.index(stage), (tile // STAGES) & 1)
-                if TAKE_TURNS:  # both consumers take the same turns in the same order; warpgroup 0 goes first
-                    mbarrier.wait(my_turn, (tile & 1) ^ (1 - CONSUMER))
                 s = warpgroup_mma(q, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
                 acc = warpgroup_mma(p_prev, v_smem.index(prev_stage), acc, is_async=True)
                 if TAKE_TURNS:
@@ -182,27 +235,10 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
                     # The item's last Q K^T is done: release this part of Q now, so that the producer loads the
                     # next item's while this warpgroup finishes the last P V, the softmax and the store.
                     mbarrier.arrive(lane_q_empty, count=1)
-                if POOLED and j >= count + text_tiles:
-                    s = _pooled_scores(s, PoolBias, Dropped + b * s_db + h * s_dh + q_block * s_dq,
-                                       (j - count - text_tiles) * BLOCK + cols, num_kv_blocks)
-                elif HAS_TEXT and j >= count:
-                    s = _text_scores(s, TextMask, b, s_tmb, (j - count) * BLOCK + cols, text_len, HAS_TEXT_MASK)
-                else:
-                    s = _masked_scores(s, idx_row, j, seq_len, cols, BLOCK, EVEN_N)
-                m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale_log2)
-                if HAS_TEXT or POOLED:
-                    # A row may have seen no finite score yet (an empty row whose text keys so far are padding,
-                    # or whose pooled tile holds no dropped block): subtract 0 there instead of -inf, so that no
-                    # -inf - -inf appears. Every visual tile holds a finite score in every row, so without text
-                    # or pooled columns this is not needed.
-                    m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-                else:
-                    m_use = m_new
-                p = gl.exp2(s * qk_scale_log2 - gl.expand_dims(m_use, 1))
-                alpha = gl.exp2(m_i - m_use)
-                l_i = l_i * alpha + gl.sum(p, 1)
-                m_i = m_new
-                p_prev = gl.convert_layout(p.to(dtype), p_layout)
+                p_prev, alpha, m_i, l_i = _tile_probabilities(
+                    s, j, m_i, l_i, count, text_tiles, cols, idx_row, seq_len, TextMask, b, s_tmb, text_len,
+                    PoolBias, Dropped + b * s_db + h * s_dh + q_block * s_dq, num_kv_blocks, qk_scale_log2, dtype,
+                    p_layout, BLOCK, EVEN_N, HAS_TEXT, HAS_TEXT_MASK, POOLED)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
                 acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
                 if j > 0:  # the previous tile's K and V have been read by both of this warpgroup's products
