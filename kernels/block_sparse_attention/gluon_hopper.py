@@ -41,6 +41,7 @@ from typing import NamedTuple
 import torch
 import triton
 
+from .split_merge import merge_pieces
 from .triton_attention import LOG2E, interpreting
 
 GLUON_BLOCKS = (64, 128)
@@ -51,6 +52,7 @@ GLUON_DTYPES = (torch.bfloat16, torch.float16)
 GLUON_STAGES = 3
 CONSUMER_ROWS = 64  # the kernel's CONSUMER_ROWS: query rows per consumer warpgroup, and per Q tile
 PROGRAM_ROWS = 128  # the kernel's PROGRAM_ROWS: 128 // block = lanes of work items per program
+MAX_PIECES = 4  # into how many pieces at most an item of a part-filled last wave is cut (plan_units)
 
 
 @functools.lru_cache(maxsize=1)
@@ -102,6 +104,28 @@ def gluon_forward_takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block
     return tma_layout_ok(q, k, v) and _same_tma_layout(q, k, v)
 
 
+class WorkUnits(NamedTuple):
+    """The kernel's work: items [0, whole_items) whole, then each remaining item in `split` pieces of its key
+    tiles; `units` in all."""
+
+    whole_items: int
+    split: int
+    units: int
+
+
+def plan_units(items: int, slots: int, max_pieces: int = MAX_PIECES) -> WorkUnits:
+    """Cuts the items of a part-filled last wave into pieces, so that it spreads over the `slots` (programs x
+    lanes) instead of leaving most of them idle: Wan 480p at 128-token blocks has 3,072 items on 132 programs,
+    23 full waves and 36 items, which would cost the time of a 24th wave. Each of them in 3 pieces takes a third
+    of it, for the cost of writing and merging the pieces (split_merge.py). Waves that are over half full stay
+    as they are."""
+    tail = items % slots
+    split = min(slots // tail, max_pieces) if tail else 1
+    if split < 2:
+        return WorkUnits(items, 1, items)
+    return WorkUnits(items - tail, split, items - tail + tail * split)
+
+
 @functools.lru_cache(maxsize=None)
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
@@ -115,11 +139,12 @@ def _shared_layouts(gl, dtype, head_dim: int, block_size: int):
 
 
 def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: int, scale: float, text_k=None,
-                          text_v=None, text_key_mask=None, pooled=None) -> None:
+                          text_v=None, text_key_mask=None, pooled=None, max_pieces: int = MAX_PIECES) -> None:
     """q, k, v (B, H, N, D) that `gluon_forward_takes`; out (B, H, N, D) of q's dtype, any strides with a unit last
     one; lse (B, H, N) contiguous float32; kv_indices / kv_counts int32 (B|1, H|1, nQ, ...) / (B|1, H|1, nQ);
     scale > 0; text_k / text_v (B, H, L, D) and text_key_mask (B, L) uint8 (0 = padding), optional; pooled: the
-    pooled columns of the dropped blocks as triton_ops.KernelPooledColumns, optional."""
+    pooled columns of the dropped blocks as triton_ops.KernelPooledColumns, optional. max_pieces: see
+    plan_units (1: never cut items)."""
     kernel = load_kernel()
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -143,20 +168,27 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: 
         return [x.stride(i) if x.shape[i] > 1 else 0 for i in range(dims)]
 
     n_q_blocks = triton.cdiv(n, block_size)
-    total = b * h * n_q_blocks
     lanes = PROGRAM_ROWS // block_size
-    grid = (min(triton.cdiv(total, lanes), _sm_count(q.device.index or 0)),)
+    sm_count = _sm_count(q.device.index or 0)
+    work = plan_units(b * h * n_q_blocks, sm_count * lanes, max_pieces)
+    grid = (min(triton.cdiv(work.units, lanes), sm_count),)
+    pieces = work.units - work.whole_items
+    part_out = torch.empty((pieces, block_size, d), dtype=torch.float32, device=q.device) if pieces else lse
+    part_lse = torch.empty((pieces, block_size), dtype=torch.float32, device=q.device) if pieces else lse
     kernel.block_sparse_forward_hopper_kernel[grid](
         q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, out, lse, kv_indices, kv_counts, text_mask,
         pool_bias, dropped,
         out.stride(0), out.stride(1), out.stride(2), *strides(kv_indices, 3), *strides(kv_counts, 2),
         text_mask.stride(0) if text_key_mask is not None else 0,
         *(strides(pooled.dropped, 3) if pooled is not None else (0, 0, 0)),
-        h, n, text_len, pooled.k.shape[2] if pooled is not None else 0, n_q_blocks, total, scale * LOG2E,
+        h, n, text_len, pooled.k.shape[2] if pooled is not None else 0, n_q_blocks, work.units, work.whole_items,
+        work.split, part_out, part_lse, scale * LOG2E,
         BLOCK=block_size, HEAD_DIM=d, STAGES=GLUON_STAGES, EVEN_N=n % block_size == 0, BNHD=views[0].bnhd,
         HAS_TEXT=text_len > 0, HAS_TEXT_MASK=text_key_mask is not None, POOLED=pooled is not None, num_warps=4,
         maxnreg=168,
     )
+    if pieces:
+        merge_pieces(part_out, part_lse, out, lse, work.whole_items, work.split, block_size)
 
 
 def compile_check(head_dim: int, even_n: bool, extras: bool = True, block_size: int = 128) -> dict:
@@ -178,7 +210,7 @@ def compile_check(head_dim: int, even_n: bool, extras: bool = True, block_size: 
     constants = dict(BLOCK=block_size, HEAD_DIM=head_dim, STAGES=GLUON_STAGES, EVEN_N=even_n, BNHD=True,
                      HAS_TEXT=extras, HAS_TEXT_MASK=extras, POOLED=extras, num_warps=4)
     pointers = {"Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32", "KvCnt": "*i32", "TextMask": "*u8",
-                "PoolBias": "*fp32", "Dropped": "*u8"}
+                "PoolBias": "*fp32", "Dropped": "*u8", "PartOut": "*fp32", "PartLse": "*fp32"}
     signature, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in constants:

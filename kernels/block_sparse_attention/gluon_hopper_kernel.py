@@ -32,6 +32,25 @@ def _work_item(item, num_q_blocks, num_heads, seq_len, HEAD_DIM: gl.constexpr, B
 
 
 @gluon.jit
+def _work_unit(unit, whole_items, split, KvCnt, s_cb, s_ch, extra_tiles, num_q_blocks, num_heads, seq_len,
+               HEAD_DIM: gl.constexpr, BNHD: gl.constexpr):
+    """Work unit -> its item as _work_item gives it, the item's count of kept blocks, the range [j_lo, j_hi) of
+    its tiles (kept blocks, then extra_tiles of text and pooled columns) this unit walks, and `piece`: -1 for a
+    whole item, else the unit's slot in the partial results. Units below whole_items are whole items; the rest
+    are the last items of the grid's last wave, each cut into `split` pieces of its tiles, so that the wave
+    spreads over every program (split_merge.py merges the pieces)."""
+    piece = unit - whole_items
+    item = gl.where(piece < 0, unit, whole_items + piece // split)
+    q_block, b, h, row0, col0 = _work_item(item, num_q_blocks, num_heads, seq_len, HEAD_DIM, BNHD)
+    count = gl.load(KvCnt + b * s_cb + h * s_ch + q_block)
+    tiles = count + extra_tiles
+    part = piece % split
+    j_lo = gl.where(piece < 0, 0, tiles * part // split)
+    j_hi = gl.where(piece < 0, tiles, tiles * (part + 1) // split)
+    return q_block, b, h, row0, col0, count, j_lo, j_hi, gl.where(piece < 0, -1, piece)
+
+
+@gluon.jit
 def _masked_scores(s, idx_row, tile, seq_len, cols, BLOCK: gl.constexpr, EVEN_N: gl.constexpr):
     """Raw scores of the tile, -inf on keys past the sequence end. Those rows of the 2D view belong to the next
     (batch, head) or lie past the tensor (TMA gives zeros); either way their values meet a zero probability."""
@@ -110,8 +129,8 @@ def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
     items, so the next item's loads overlap this item's last products and its output store."""
     (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready,
      q_empty, turn, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb,
-     s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, total,
-     qk_scale_log2) = args
+     s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units,
+     whole_items, split, PartOut, PartLse, qk_scale_log2) = args
     LANES: gl.constexpr = PROGRAM_ROWS // BLOCK
     PARTS: gl.constexpr = BLOCK // CONSUMER_ROWS  # consumers per lane
     text_tiles = gl.cdiv(text_len, BLOCK) if HAS_TEXT else 0
@@ -120,17 +139,18 @@ def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
     lane_q_empty = q_empty.index(LANE)
     tile = 0
     done = 0
-    for item in range(gl.program_id(0) * LANES + LANE, total, gl.num_programs(0) * LANES):
-        q_block, b, h, row0, col0 = _work_item(item, num_q_blocks, num_heads, seq_len, HEAD_DIM, BNHD)
+    for unit in range(gl.program_id(0) * LANES + LANE, units, gl.num_programs(0) * LANES):
+        q_block, b, h, row0, col0, count, j_lo, j_hi, piece = _work_unit(
+            unit, whole_items, split, KvCnt, s_cb, s_ch, text_tiles + pooled_tiles, num_q_blocks, num_heads, seq_len,
+            HEAD_DIM, BNHD)
         # A fresh mbarrier counts as having completed phase 1: the first waits on q_empty and empty pass.
         mbarrier.wait(lane_q_empty, (done & 1) ^ 1)
         mbarrier.expect(lane_q_ready, PARTS * q_desc.block_type.nbytes)
         for part in gl.static_range(PARTS):
             tma_load(q_desc, [row0 + q_block * BLOCK + part * CONSUMER_ROWS, col0], lane_q_ready,
                      q_smem.index(LANE * PARTS + part))
-        count = gl.load(KvCnt + b * s_cb + h * s_ch + q_block)
         idx_row = KvIdx + b * s_ib + h * s_ih + q_block * s_iq
-        for j in range(count + text_tiles + pooled_tiles):
+        for j in range(j_lo, j_hi):
             stage = LANE * STAGES + tile % STAGES
             mbarrier.wait(empty.index(stage), ((tile // STAGES) & 1) ^ 1)
             bar = ready.index(stage)
@@ -164,8 +184,8 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
     session 12)."""
     (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready,
      q_empty, turn, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb,
-     s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, total,
-     qk_scale_log2) = args
+     s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units,
+     whole_items, split, PartOut, PartLse, qk_scale_log2) = args
     LANES: gl.constexpr = PROGRAM_ROWS // BLOCK
     PARTS: gl.constexpr = BLOCK // CONSUMER_ROWS  # consumers per lane
     LANE: gl.constexpr = CONSUMER // PARTS
@@ -191,16 +211,16 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
 
     tile = 0
     done = 0
-    for item in range(gl.program_id(0) * LANES + LANE, total, gl.num_programs(0) * LANES):
-        q_block, b, h, row0, col0 = _work_item(item, num_q_blocks, num_heads, seq_len, HEAD_DIM, BNHD)
-        count = gl.load(KvCnt + b * s_cb + h * s_ch + q_block)
+    for unit in range(gl.program_id(0) * LANES + LANE, units, gl.num_programs(0) * LANES):
+        q_block, b, h, row0, col0, count, j_lo, j_hi, piece = _work_unit(
+            unit, whole_items, split, KvCnt, s_cb, s_ch, text_tiles + pooled_tiles, num_q_blocks, num_heads, seq_len,
+            HEAD_DIM, BNHD)
         idx_row = KvIdx + b * s_ib + h * s_ih + q_block * s_iq
         m_i = gl.full([CONSUMER_ROWS], float("-inf"), gl.float32, layout=s_rows)
         l_i = gl.zeros([CONSUMER_ROWS], gl.float32, layout=s_rows)
         acc = gl.zeros([CONSUMER_ROWS, HEAD_DIM], gl.float32, layout=o_layout)
         mbarrier.wait(lane_q_ready, done & 1)
-        tiles = count + text_tiles + pooled_tiles
-        if tiles > 0:
+        if j_hi > j_lo:
             p_prev = gl.zeros([CONSUMER_ROWS, BLOCK], dtype, layout=p_layout)
             first = 0
             if not TAKE_TURNS:
@@ -210,18 +230,18 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
                 stage = _wait_for_tile(ready, my_turn, tile, LANE, STAGES, CONSUMER, TAKE_TURNS)
                 s = warpgroup_mma(q, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
-                if tiles == 1:
+                if j_hi - j_lo == 1:
                     mbarrier.arrive(lane_q_empty, count=1)
                 p_prev, alpha, m_i, l_i = _tile_probabilities(
-                    s, 0, m_i, l_i, count, text_tiles, cols, idx_row, seq_len, TextMask, b, s_tmb, text_len,
+                    s, j_lo, m_i, l_i, count, text_tiles, cols, idx_row, seq_len, TextMask, b, s_tmb, text_len,
                     PoolBias, Dropped + b * s_db + h * s_dh + q_block * s_dq, num_kv_blocks, qk_scale_log2, dtype,
                     p_layout, BLOCK, EVEN_N, HAS_TEXT, HAS_TEXT_MASK, POOLED)
                 tile += 1
                 first = 1
-            for j in range(first, tiles):
+            for j in range(j_lo + first, j_hi):
                 prev_stage = LANE * STAGES + (tile + STAGES - 1) % STAGES
                 stage = _wait_for_tile(ready, my_turn, tile, LANE, STAGES, CONSUMER, TAKE_TURNS)
-                if j == 0:
+                if j == j_lo:
                     # No P V yet: multiply the zero P by this tile's V (loaded, so finite), not by a stage that
                     # may hold another item's data or uninitialised shared memory (NaN patterns).
                     prev_stage = stage
@@ -231,7 +251,7 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
                     mbarrier.arrive(their_turn, count=1)
                 # wgmma groups retire in order: with one left outstanding (P V), the scores are ready.
                 s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))
-                if j == tiles - 1:
+                if j == j_hi - 1:
                     # The item's last Q K^T is done: release this part of Q now, so that the producer loads the
                     # next item's while this warpgroup finishes the last P V, the softmax and the store.
                     mbarrier.arrive(lane_q_empty, count=1)
@@ -241,7 +261,7 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
                     p_layout, BLOCK, EVEN_N, HAS_TEXT, HAS_TEXT_MASK, POOLED)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
                 acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
-                if j > 0:  # the previous tile's K and V have been read by both of this warpgroup's products
+                if j > j_lo:  # the previous tile's K and V have been read by both of this warpgroup's products
                     mbarrier.arrive(empty.index(prev_stage), count=1)
                 tile += 1
             last = LANE * STAGES + (tile + STAGES - 1) % STAGES
@@ -254,13 +274,21 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
         empty_row = l_i == 0.0
         lse = gl.where(empty_row, float("-inf"), (m_i + gl.log2(gl.where(empty_row, 1.0, l_i))) / 1.4426950408889634)
         out = acc / gl.expand_dims(gl.convert_layout(gl.where(empty_row, 1.0, l_i), o_rows), 1)
-        rows = q_block * BLOCK + PART * CONSUMER_ROWS + gl.arange(0, CONSUMER_ROWS, layout=o_rows)
+        block_rows = PART * CONSUMER_ROWS + gl.arange(0, CONSUMER_ROWS, layout=o_rows)
         dims = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-        o_ptrs = Out + b.to(gl.int64) * s_ob + h.to(gl.int64) * s_oh + gl.expand_dims(rows, 1).to(gl.int64) * s_on \
-            + gl.expand_dims(dims, 0)
-        gl.store(o_ptrs, out.to(dtype), mask=gl.expand_dims(rows < seq_len, 1))
-        lse_rows = q_block * BLOCK + PART * CONSUMER_ROWS + gl.arange(0, CONSUMER_ROWS, layout=s_rows)
-        gl.store(Lse + (b * num_heads + h).to(gl.int64) * seq_len + lse_rows, lse, mask=lse_rows < seq_len)
+        lse_block_rows = PART * CONSUMER_ROWS + gl.arange(0, CONSUMER_ROWS, layout=s_rows)
+        if piece >= 0:  # a piece of a split item: its own normalised output and LSE, in float32 for the merge
+            part_ptrs = PartOut + piece.to(gl.int64) * BLOCK * HEAD_DIM + gl.expand_dims(block_rows, 1) * HEAD_DIM \
+                + gl.expand_dims(dims, 0)
+            gl.store(part_ptrs, out)
+            gl.store(PartLse + piece.to(gl.int64) * BLOCK + lse_block_rows, lse)
+        else:
+            rows = q_block * BLOCK + block_rows
+            o_ptrs = Out + b.to(gl.int64) * s_ob + h.to(gl.int64) * s_oh + gl.expand_dims(rows, 1).to(gl.int64) \
+                * s_on + gl.expand_dims(dims, 0)
+            gl.store(o_ptrs, out.to(dtype), mask=gl.expand_dims(rows < seq_len, 1))
+            lse_rows = q_block * BLOCK + lse_block_rows
+            gl.store(Lse + (b * num_heads + h).to(gl.int64) * seq_len + lse_rows, lse, mask=lse_rows < seq_len)
         done += 1
 
 
@@ -268,11 +296,14 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
 def block_sparse_forward_hopper_kernel(
     q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped,
     s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq,
-    num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, total, qk_scale_log2,
-    BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr, BNHD: gl.constexpr,
-    HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr, num_warps: gl.constexpr,
+    num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units, whole_items, split, PartOut, PartLse,
+    qk_scale_log2, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
+    BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr,
+    num_warps: gl.constexpr,
 ):
-    """A persistent grid (one program per SM) over the (batch * head, query block) work items, each program in
+    """A persistent grid (one program per SM) over the (batch * head, query block) work items (the last wave's
+    cut into pieces: _work_unit; their float32 outputs and LSEs go to PartOut (pieces, BLOCK, HEAD_DIM) and
+    PartLse (pieces, BLOCK) for split_merge.py), each program in
     partitions laid out like FlashAttention-3: two consumer warpgroups of 64 query rows each, and per lane one
     producer warp that fills the lane's ring of K/V stages with TMA. 128-token blocks: one lane, whose two
     consumers share each query block and take turns on the tensor cores. 64-token blocks: two lanes of work
@@ -304,7 +335,7 @@ def block_sparse_forward_hopper_kernel(
     args = (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty,
             q_ready, q_empty, turn, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih,
             s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks,
-            total, qk_scale_log2)
+            units, whole_items, split, PartOut, PartLse, qk_scale_log2)
     if LANES == 1:
         gl.warp_specialize([
             (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 0)),

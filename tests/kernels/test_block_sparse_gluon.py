@@ -17,7 +17,12 @@ from swiftdit.kernels.block_sparse_attention import (
     block_sparse_attention,
     block_sparse_attention_reference,
 )
-from swiftdit.kernels.block_sparse_attention.gluon_hopper import gluon_forward_takes
+from swiftdit.kernels.block_sparse_attention.gluon_hopper import (
+    MAX_PIECES,
+    gluon_forward_takes,
+    launch_forward_hopper,
+    plan_units,
+)
 
 
 def test_auto_keeps_the_triton_kernel_off_hopper_and_for_calls_outside_the_scope():
@@ -121,3 +126,25 @@ def test_gpu_gluon_forward_feeds_the_triton_backward(block, estimate_dropped):
         grads.append(torch.autograd.grad(loss, inputs))
     for name, grad, expected in zip("qkv", *grads):
         assert relative_error(grad, expected) < 2e-2, f"gradient of {name}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("block", [128, 64])
+def test_gpu_gluon_cuts_a_part_filled_last_wave_and_merges_the_pieces(block):
+    """3,000 tokens, 2 x 3 heads: a last wave of 12 items at 128-token blocks (on 132 SMs) and 18 at 64, each cut
+    into pieces (empty pieces included: the empty rows). With and without cutting, against the reference."""
+    q, k, v, mask = _gpu_case(2, 3, 3000, 128, torch.bfloat16, "bnhd", block, empty_rows=2)
+    items = 2 * 3 * math.ceil(3000 / block)
+    assert plan_units(items, torch.cuda.get_device_properties(0).multi_processor_count * 128 // block).split > 1
+    kv_indices, kv_counts = (x.to(torch.int32).contiguous() for x in block_mask_to_index_table(mask))
+    ref, ref_lse = block_sparse_attention_reference(q.float(), k.float(), v.float(), kv_indices, kv_counts, block)
+    results = []
+    for max_pieces in (1, MAX_PIECES):
+        out, lse = torch.empty_like(q), torch.empty(q.shape[:3], dtype=torch.float32, device="cuda")
+        launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block, 1 / math.sqrt(128),
+                              max_pieces=max_pieces)
+        assert relative_error(out, ref) < 1e-2
+        assert_lse_close(lse, ref_lse)
+        assert torch.all(out[:, 0, :2 * block] == 0) and torch.all(lse[:, 0, :2 * block] == float("-inf"))
+        results.append(out)
+    assert (results[0].float() - results[1].float()).abs().max() < 2e-2  # bf16 roundings of the same sums
