@@ -53,6 +53,7 @@ GLUON_STAGES = 3
 CONSUMER_ROWS = 64  # the kernel's CONSUMER_ROWS: query rows per consumer warpgroup, and per Q tile
 PROGRAM_ROWS = 128  # the kernel's PROGRAM_ROWS: 128 // block = lanes of work items per program
 MAX_PIECES = 4  # into how many pieces at most an item of a part-filled last wave is cut (plan_units)
+CUT_BLOCKS = (128,)  # the block sizes whose last waves are cut by default: see launch_forward_hopper
 
 
 @functools.lru_cache(maxsize=1)
@@ -118,7 +119,8 @@ def plan_units(items: int, slots: int, max_pieces: int = MAX_PIECES) -> WorkUnit
     lanes) instead of leaving most of them idle: Wan 480p at 128-token blocks has 3,072 items on 132 programs,
     23 full waves and 36 items, which would cost the time of a 24th wave. Each of them in 3 pieces takes a third
     of it, for the cost of writing and merging the pieces (split_merge.py). Waves that are over half full stay
-    as they are."""
+    as they are. Measured at Wan 480p (128-token blocks): 0.6-2.8% faster at densities of 20-100%, no change at
+    10% (BENCHMARKS.md, session 12)."""
     tail = items % slots
     split = min(slots // tail, max_pieces) if tail else 1
     if split < 2:
@@ -139,12 +141,14 @@ def _shared_layouts(gl, dtype, head_dim: int, block_size: int):
 
 
 def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: int, scale: float, text_k=None,
-                          text_v=None, text_key_mask=None, pooled=None, max_pieces: int = MAX_PIECES) -> None:
+                          text_v=None, text_key_mask=None, pooled=None, max_pieces: int | None = None) -> None:
     """q, k, v (B, H, N, D) that `gluon_forward_takes`; out (B, H, N, D) of q's dtype, any strides with a unit last
     one; lse (B, H, N) contiguous float32; kv_indices / kv_counts int32 (B|1, H|1, nQ, ...) / (B|1, H|1, nQ);
     scale > 0; text_k / text_v (B, H, L, D) and text_key_mask (B, L) uint8 (0 = padding), optional; pooled: the
     pooled columns of the dropped blocks as triton_ops.KernelPooledColumns, optional. max_pieces: see
-    plan_units (1: never cut items)."""
+    plan_units (1: never cut items); by default MAX_PIECES at 128-token blocks and 1 at 64, where cutting
+    measured 1-3% slower at Wan 480p (the kernel is bound by L2 there, and a part-filled last wave runs its
+    lanes faster)."""
     kernel = load_kernel()
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -170,6 +174,8 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: 
     n_q_blocks = triton.cdiv(n, block_size)
     lanes = PROGRAM_ROWS // block_size
     sm_count = _sm_count(q.device.index or 0)
+    if max_pieces is None:
+        max_pieces = MAX_PIECES if block_size in CUT_BLOCKS else 1
     work = plan_units(b * h * n_q_blocks, sm_count * lanes, max_pieces)
     grid = (min(triton.cdiv(work.units, lanes), sm_count),)
     pieces = work.units - work.whole_items

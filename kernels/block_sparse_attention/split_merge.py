@@ -4,7 +4,8 @@ The Gluon forward (gluon_hopper.py) runs a persistent grid, one program per SM. 
 the last wave (Wan 480p at 128-token blocks: 3,072 items on 132 SMs, a last wave of 36), most programs would idle
 through it. The forward instead cuts each of those items into `split` pieces of its key tiles
 (`gluon_hopper.plan_units`), so that the last wave spreads over all programs. Each piece leaves its own
-normalised output and LSE in float32, and this kernel merges them into the item's rows of out and lse:
+normalised output and LSE in float32, and this kernel merges them into the item's rows of out and lse
+(at 128-token blocks; gluon_hopper.launch_forward_hopper says why not at 64):
 
     lse = logsumexp_i lse_i,   out = sum_i exp(lse_i - lse) * out_i
 

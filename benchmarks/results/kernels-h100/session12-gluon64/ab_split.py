@@ -43,7 +43,8 @@ for shape_key, density, block in (("wan480", 0.1, 128), ("wan480", 0.2, 128), ("
                max_abs_lse=(whole[1] - cut[1]).abs().max().item())
     for repeat in range(3):
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            row.setdefault("cudnn_dense_ms", []).append(bench_ms(lambda: F.scaled_dot_product_attention(q, k, v), False))
+            dense_ms = bench_ms(lambda: F.scaled_dot_product_attention(q, k, v), False)
+        row.setdefault("cudnn_dense_ms", []).append(dense_ms)
         for name, pieces in (("whole_ms", 1), ("cut_ms", gluon_hopper.MAX_PIECES)):
             row.setdefault(name, []).append(bench_ms(lambda: run(q, k, v, idx, cnt, block, pieces), False))
     dense_rate = 4.0 * h * n * n * d / (sum(row["cudnn_dense_ms"]) / 3)
