@@ -222,28 +222,14 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
         mbarrier.wait(lane_q_ready, done & 1)
         if j_hi > j_lo:
             p_prev = gl.zeros([CONSUMER_ROWS, BLOCK], dtype, layout=p_layout)
-            first = 0
-            if not TAKE_TURNS:
-                # A lane's consumer issues its first tile's Q K^T alone, as there is no P V yet: 3.5-4% faster at
-                # 64-token blocks than the loop's first pass with the zero P. With turns (128-token blocks) the
-                # loop's first pass measured 1-2% faster at Wan 480p (BENCHMARKS.md, session 12), so it stays.
-                stage = _wait_for_tile(ready, my_turn, tile, LANE, STAGES, CONSUMER, TAKE_TURNS)
-                s = warpgroup_mma(q, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-                s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
-                if j_hi - j_lo == 1:
-                    mbarrier.arrive(lane_q_empty, count=1)
-                p_prev, alpha, m_i, l_i = _tile_probabilities(
-                    s, j_lo, m_i, l_i, count, text_tiles, cols, idx_row, seq_len, TextMask, b, s_tmb, text_len,
-                    PoolBias, Dropped + b * s_db + h * s_dh + q_block * s_dq, num_kv_blocks, qk_scale_log2, dtype,
-                    p_layout, BLOCK, EVEN_N, HAS_TEXT, HAS_TEXT_MASK, POOLED)
-                tile += 1
-                first = 1
-            for j in range(j_lo + first, j_hi):
+            for j in range(j_lo, j_hi):
                 prev_stage = LANE * STAGES + (tile + STAGES - 1) % STAGES
                 stage = _wait_for_tile(ready, my_turn, tile, LANE, STAGES, CONSUMER, TAKE_TURNS)
                 if j == j_lo:
                     # No P V yet: multiply the zero P by this tile's V (loaded, so finite), not by a stage that
-                    # may hold another item's data or uninitialised shared memory (NaN patterns).
+                    # may hold another item's data or uninitialised shared memory (NaN patterns). Issuing this
+                    # Q K^T alone instead measured 1-2% slower at 128-token blocks, 3.5-4% faster at 64 on Wan
+                    # 480p and 28% slower at 64 on HunyuanVideo 720p (BENCHMARKS.md, session 12).
                     prev_stage = stage
                 s = warpgroup_mma(q, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
                 acc = warpgroup_mma(p_prev, v_smem.index(prev_stage), acc, is_async=True)
