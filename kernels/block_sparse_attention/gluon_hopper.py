@@ -119,7 +119,7 @@ def plan_units(items: int, slots: int, max_pieces: int = MAX_PIECES) -> WorkUnit
     lanes) instead of leaving most of them idle: Wan 480p at 128-token blocks has 3,072 items on 132 programs,
     23 full waves and 36 items, which would cost the time of a 24th wave. Each of them in 3 pieces takes a third
     of it, for the cost of writing and merging the pieces (split_merge.py). Waves that are over half full stay
-    as they are. Measured at Wan 480p (128-token blocks): 0.6-2.8% faster at densities of 20-100%, no change at
+    as they are. Measured at Wan 480p (128-token blocks): 0.6-2.7% faster at densities of 20-100%, no change at
     10% (BENCHMARKS.md, session 12)."""
     tail = items % slots
     split = min(slots // tail, max_pieces) if tail else 1
