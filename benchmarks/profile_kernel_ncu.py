@@ -1,6 +1,7 @@
 """The block-sparse forward and cuDNN's dense attention under Nsight Compute, at Wan2.1 480p (H=12, L=32760, D=128).
 
-Issue 4 asks why the forward stops at about 0.75 of cuDNN's rate; the hardware counters say where the cycles go.
+Issue 4 asks why the forward stays below cuDNN's rate; the hardware counters say where the cycles go (session 12:
+the 64-token forward is bound by L2 throughput).
 The script warms everything up (Triton compilation, autotuning, cuDNN plan) outside the profiled range, then
 calls, once each inside it: our forward ("auto": the Gluon kernel on an H100) at 10% and at 100% density (block
 128 or --block 64, bf16) and cuDNN SDPA dense. Run it under ncu with the range switched off at the start:

@@ -147,8 +147,8 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: 
     scale > 0; text_k / text_v (B, H, L, D) and text_key_mask (B, L) uint8 (0 = padding), optional; pooled: the
     pooled columns of the dropped blocks as triton_ops.KernelPooledColumns, optional. max_pieces: see
     plan_units (1: never cut items); by default MAX_PIECES at 128-token blocks and 1 at 64, where cutting
-    measured 1-3% slower at Wan 480p (the kernel is bound by L2 there, and a part-filled last wave runs its
-    lanes faster)."""
+    measured 1-3% slower at Wan 480p (presumably because the kernel is bound by L2 there, so a part-filled last
+    wave already runs its few lanes faster; not measured)."""
     kernel = load_kernel()
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
