@@ -180,8 +180,8 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
     work on its own P V and on the other warpgroup's products. Where both consumers share a lane (128-token
     blocks) they take the same tiles, so they take turns on the tensor cores, each handing the turn over after
     issuing (FA3's ping-pong). Consumers of separate lanes walk key lists of different lengths and do not: turns
-    between them, the shorter lane passing its turns at the end, measured 1-2% slower at Wan 480p (BENCHMARKS.md,
-    session 12)."""
+    between them, the shorter lane passing its turns at the end, measured 1.3-2.6% slower at Wan 480p and 1%
+    faster at Wan 720p (BENCHMARKS.md, session 12)."""
     (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready,
      q_empty, turn, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb,
      s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units,
