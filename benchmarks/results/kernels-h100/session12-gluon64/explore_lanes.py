@@ -1,8 +1,8 @@
 """Session 12: the Gluon forward at 64-token blocks (two lanes of work items per program, one consumer each),
 with and without turns between the lanes' consumers, beside the Triton kernel and cuDNN dense on bench_kernels.py's
 random masks. Checks both against the Triton kernel first. Its output is explore_lanes.jsonl. The turns cost
-1-2% at Wan 480p, so the kernel option it sets (`lane_turns`) was removed afterwards: the script ran on the
-tree of that hour and no longer runs as it is.
+1.3-2.6% at Wan 480p (and gained 1% at 720p), so the kernel option it sets (`lane_turns`) was removed
+afterwards: the script ran on the tree of that hour and no longer runs as it is.
 Run from the repository root: python3 benchmarks/results/kernels-h100/session12-gluon64/explore_lanes.py
 """
 
