@@ -228,8 +228,9 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
                 if j == j_lo:
                     # No P V yet: multiply the zero P by this tile's V (loaded, so finite), not by a stage that
                     # may hold another item's data or uninitialised shared memory (NaN patterns). Issuing this
-                    # Q K^T alone instead measured 1-2% slower at 128-token blocks, 3.5-4% faster at 64 on Wan
-                    # 480p and 28% slower at 64 on HunyuanVideo 720p (BENCHMARKS.md, session 12).
+                    # Q K^T alone instead measured, at 128-token blocks, 1-1.5% slower at Wan 480p 10-20% and
+                    # 1-2% faster at 100% and at Wan 720p; at 64, 3.5-4% faster at Wan 480p but 28% slower at
+                    # HunyuanVideo 720p (BENCHMARKS.md, session 12).
                     prev_stage = stage
                 s = warpgroup_mma(q, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
                 acc = warpgroup_mma(p_prev, v_smem.index(prev_stage), acc, is_async=True)
