@@ -5,10 +5,12 @@ derived from FlashAttention-3), an optional forward backend on Hopper, installed
 Why: on the H100 at 64-token blocks it runs the kept blocks at 0.80-0.93 of cuDNN's dense rate where this
 package's Triton kernel runs at 0.67-0.76 (Wan 480p and 720p, densities 5-100%;
 benchmarks/results/kernels-h100/session9-cudnn-bsa/). At 128-token blocks the two were within a few percent
-of each other, either way, so "auto" takes it at 64-token blocks only.
+of each other, either way, so "auto" takes it at 64-token blocks only. This package's Gluon forward, which
+"auto" runs on an H100 otherwise, measured 0.70-0.83 at 64-token blocks in session 12, on another lent
+machine and not in the same run.
 
 It reads the same index table and per-row counts as the Triton kernel and returns the output and the
-natural-log LSE (empty rows: zeros and -inf). The calls it cannot take stay on the Triton kernel: text
+natural-log LSE (empty rows: zeros and -inf). The calls it cannot take stay on this package's kernels: text
 columns, element masks (CLEAR's window), the pooled columns of dropped blocks (`rectified`), and anything
 that needs gradients. Its SM90 kernel needs the query length to be a multiple of 64, so the queries are
 zero-padded and the padded rows dropped; a short last key block is masked through its block size.
