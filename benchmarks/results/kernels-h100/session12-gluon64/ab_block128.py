@@ -2,12 +2,14 @@
 masks, all through the current launcher (their signatures are the same):
 - 3b50c38: session 11's kernel, before the lanes (128-token blocks only);
 - 75698a0: with the lanes of 64-token blocks;
-- current: the tree this runs on (session 12: the first tile's Q K^T issued alone, without the P V of a zero P).
-First run (ab_block128.jsonl): 3b50c38 against 75698a0 as "current". Second (ab_first_tile.jsonl): all three.
+- current: the tree this runs on.
+First run (ab_block128.jsonl): 3b50c38 against 75698a0 as "current". Second (ab_first_tile.jsonl): all three, with
+"current" an uncommitted tree of 75698a0 plus the first tile's Q K^T issued alone at both block sizes (a9d622f
+kept it at 64-token blocks only). The launcher has since gained the work-unit arguments, so the older kernels no
+longer take its call: the script ran on those trees. The older kernels: old_kernels.py.
 Run from the repository root: python3 benchmarks/results/kernels-h100/session12-gluon64/ab_block128.py
 """
 
-import importlib.util
 import json
 import math
 import sys
@@ -15,6 +17,8 @@ import sys
 import torch
 
 sys.path.insert(0, "benchmarks")
+sys.path.insert(0, "benchmarks/results/kernels-h100/session12-gluon64")
+from old_kernels import kernel_file  # noqa: E402
 from bench_kernels import SHAPES, bench_ms, kept_pairs, random_block_mask  # noqa: E402
 
 from swiftdit.kernels.block_index_table import block_mask_to_index_table  # noqa: E402
@@ -24,12 +28,6 @@ from swiftdit.kernels.block_sparse_attention.triton_ops import _ensure_tma_alloc
 _ensure_tma_allocator()
 
 
-def kernel_file(commit):
-    path = f"benchmarks/results/kernels-h100/session12-gluon64/gluon_hopper_kernel_{commit}.py"
-    spec = importlib.util.spec_from_file_location(f"gluon_hopper_kernel_{commit}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 versions = {"3b50c38": kernel_file("3b50c38"), "75698a0": kernel_file("75698a0"), "current": gluon_hopper.load_kernel()}

@@ -1,11 +1,11 @@
 """Session 12: why the Gluon forward at 64-token blocks with HunyuanVideo's 256 text keys ran slower after a9d622f.
 A/B/C on one machine at HunyuanVideo 720p (and Wan 480p as the control), bench_kernels.py's random masks:
 75698a0 (lanes), a9d622f (+ the first tile's Q K^T alone) and the current tree (+ work units for cut items).
-The two older kernels take the arguments of their own launcher, rebuilt here (`launch_before_units`).
+The two older kernels (old_kernels.py) take the arguments of their own launcher, rebuilt here
+(`launch_before_units`).
 Run from the repository root: python3 benchmarks/results/kernels-h100/session12-gluon64/ab_text64.py
 """
 
-import importlib.util
 import json
 import math
 import sys
@@ -13,6 +13,8 @@ import sys
 import torch
 
 sys.path.insert(0, "benchmarks")
+sys.path.insert(0, "benchmarks/results/kernels-h100/session12-gluon64")
+from old_kernels import kernel_file  # noqa: E402
 from bench_kernels import SHAPES, bench_ms, random_block_mask  # noqa: E402
 
 from swiftdit.kernels.block_index_table import block_mask_to_index_table  # noqa: E402
@@ -20,12 +22,6 @@ from swiftdit.kernels.block_sparse_attention import gluon_hopper  # noqa: E402
 from swiftdit.kernels.block_sparse_attention.triton_attention import LOG2E  # noqa: E402
 
 
-def kernel_file(commit):
-    path = f"benchmarks/results/kernels-h100/session12-gluon64/gluon_hopper_kernel_{commit}.py"
-    spec = importlib.util.spec_from_file_location(f"gluon_hopper_kernel_{commit}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def launch_before_units(kernel, q, k, v, out, lse, idx, cnt, block, text_k, text_v):
