@@ -1,7 +1,7 @@
 """Sparse-linear attention (SLA): exact attention on the selected key blocks, linear attention on the rest.
 
-`sparse_linear_attention` computes the softmax part with `block_sparse_attention` (the Triton kernels on
-CUDA bf16/fp16, forward and backward) and the linear part over the non-selected blocks through per-block
+`sparse_linear_attention` computes the softmax part with `block_sparse_attention` (on CUDA bf16/fp16 the
+Triton kernels, forward and backward, with the Gluon forward on an H100) and the linear part over the non-selected blocks through per-block
 states (block_states.py), whose cost does not grow with the density; where the Triton kernels run, the linear
 part is two Triton passes with the feature map fused in around one matmul, and its backward two more
 (triton_linear.py). `backend="reference"` runs the
