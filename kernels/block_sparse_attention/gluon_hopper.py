@@ -181,6 +181,7 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: 
     pieces = work.units - work.whole_items
     part_out = torch.empty((pieces, block_size, d), dtype=torch.float32, device=q.device) if pieces else lse
     part_lse = torch.empty((pieces, block_size), dtype=torch.float32, device=q.device) if pieces else lse
+    claimed = torch.zeros(1, dtype=torch.int32, device=q.device)  # the kernel's counter of claimed work units
     kernel.block_sparse_forward_hopper_kernel[grid](
         q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, out, lse, kv_indices, kv_counts, text_mask,
         pool_bias, dropped,
@@ -188,7 +189,7 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: 
         text_mask.stride(0) if text_key_mask is not None else 0,
         *(strides(pooled.dropped, 3) if pooled is not None else (0, 0, 0)),
         h, n, text_len, pooled.k.shape[2] if pooled is not None else 0, n_q_blocks, work.units, work.whole_items,
-        work.split, part_out, part_lse, scale * LOG2E,
+        work.split, claimed, part_out, part_lse, scale * LOG2E,
         BLOCK=block_size, HEAD_DIM=d, STAGES=GLUON_STAGES, EVEN_N=n % block_size == 0, BNHD=views[0].bnhd,
         HAS_TEXT=text_len > 0, HAS_TEXT_MASK=text_key_mask is not None, POOLED=pooled is not None, num_warps=4,
         maxnreg=168,
@@ -216,7 +217,7 @@ def compile_check(head_dim: int, even_n: bool, extras: bool = True, block_size: 
     constants = dict(BLOCK=block_size, HEAD_DIM=head_dim, STAGES=GLUON_STAGES, EVEN_N=even_n, BNHD=True,
                      HAS_TEXT=extras, HAS_TEXT_MASK=extras, POOLED=extras, num_warps=4)
     pointers = {"Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32", "KvCnt": "*i32", "TextMask": "*u8",
-                "PoolBias": "*fp32", "Dropped": "*u8", "PartOut": "*fp32", "PartLse": "*fp32"}
+                "PoolBias": "*fp32", "Dropped": "*u8", "Counter": "*i32", "PartOut": "*fp32", "PartLse": "*fp32"}
     signature, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in constants:

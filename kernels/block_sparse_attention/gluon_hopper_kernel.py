@@ -32,22 +32,41 @@ def _work_item(item, num_q_blocks, num_heads, seq_len, HEAD_DIM: gl.constexpr, B
 
 
 @gluon.jit
-def _work_unit(unit, whole_items, split, KvCnt, s_cb, s_ch, extra_tiles, num_q_blocks, num_heads, seq_len,
-               HEAD_DIM: gl.constexpr, BNHD: gl.constexpr):
-    """Work unit -> its item as _work_item gives it, the item's count of kept blocks, the range [j_lo, j_hi) of
-    its tiles (kept blocks, then extra_tiles of text and pooled columns) this unit walks, and `piece`: -1 for a
-    whole item, else the unit's slot in the partial results. Units below whole_items are whole items; the rest
-    are the last items of the grid's last wave, each cut into `split` pieces of its tiles, so that the wave
-    spreads over every program (split_merge.py merges the pieces)."""
+def _unit_item(unit, whole_items, split):
+    """Work unit -> (its work item, `piece`: -1 for a whole item, else the unit's slot in the partial results).
+    Units below whole_items are whole items; the rest are the last items of the grid's last wave, each cut into
+    `split` pieces of its tiles, so that the wave spreads over every program (split_merge.py merges them)."""
     piece = unit - whole_items
     item = gl.where(piece < 0, unit, whole_items + piece // split)
-    q_block, b, h, row0, col0 = _work_item(item, num_q_blocks, num_heads, seq_len, HEAD_DIM, BNHD)
-    count = gl.load(KvCnt + b * s_cb + h * s_ch + q_block)
-    tiles = count + extra_tiles
+    return item, gl.where(piece < 0, -1, piece)
+
+
+@gluon.jit
+def _piece_tiles(piece, split, tiles):
+    """The range [j_lo, j_hi) of an item's `tiles` (kept blocks, then text and pooled columns) a unit walks."""
     part = piece % split
     j_lo = gl.where(piece < 0, 0, tiles * part // split)
     j_hi = gl.where(piece < 0, tiles, tiles * (part + 1) // split)
-    return q_block, b, h, row0, col0, count, j_lo, j_hi, gl.where(piece < 0, -1, piece)
+    return j_lo, j_hi
+
+
+@gluon.jit
+def _publish_claim(claim, unit, count):
+    """The producer's half of the hand-over of a work unit to its lane's consumers: (unit, its item's count of
+    kept blocks) into the lane's claim slot of shared memory. The producer's next arrival on the lane's q_ready
+    barrier publishes it (an mbarrier arrival releases the arriving thread's writes, and the slot's one element
+    pair is written by thread 0, which also arrives)."""
+    pair = gl.arange(0, 2, layout=gl.BlockedLayout([2], [32], [1], [0]))
+    claim.store(gl.where(pair == 0, unit, count))
+
+
+@gluon.jit
+def _read_claim(claim):
+    """The consumers' half: (unit, count) from the lane's claim slot, after the wait on q_ready."""
+    layout: gl.constexpr = gl.BlockedLayout([2], [32], [4], [0])
+    pair = gl.arange(0, 2, layout=layout)
+    values = claim.load(layout)
+    return gl.sum(gl.where(pair == 0, values, 0), 0), gl.sum(gl.where(pair == 1, values, 0), 0)
 
 
 @gluon.jit
@@ -123,28 +142,35 @@ def _tile_probabilities(s, j, m_i, l_i, count, text_tiles, cols, idx_row, seq_le
 def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
               BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr,
               LANE: gl.constexpr):
-    """One warp per lane. Per work item of its lane: the query block (in 64-row parts, one per consumer of the
-    lane) once the lane's consumers have released the previous one, then every kept key block's K and V into
-    the lane's ring of stages as soon as its consumers have released a stage. The ring runs on across work
-    items, so the next item's loads overlap this item's last products and its output store."""
+    """One warp per lane. Its first work unit is fixed by the program id; every later one it claims from the
+    kernel's counter when it has issued the loads of the one before, and hands it to the lane's consumers
+    (_publish_claim). Per unit: the query block (in 64-row parts, one per consumer of the lane) once the lane's
+    consumers have released the previous one, then every kept key block's K and V into the lane's ring of stages
+    as soon as its consumers have released a stage. The ring runs on across work units, so the next unit's loads
+    overlap this one's last products and its output store. At the end it hands over `units`, which stops them."""
     (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready,
-     q_empty, turn, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb,
-     s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units,
-     whole_items, split, PartOut, PartLse, qk_scale_log2) = args
+     q_empty, turn, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq,
+     s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units,
+     whole_items, split, Counter, PartOut, PartLse, qk_scale_log2) = args
     LANES: gl.constexpr = PROGRAM_ROWS // BLOCK
     PARTS: gl.constexpr = BLOCK // CONSUMER_ROWS  # consumers per lane
     text_tiles = gl.cdiv(text_len, BLOCK) if HAS_TEXT else 0
     pooled_tiles = gl.cdiv(num_kv_blocks, BLOCK) if POOLED else 0
     lane_q_ready = q_ready.index(LANE)
     lane_q_empty = q_empty.index(LANE)
+    claim = claims.slice(2 * LANE, 2)
+    first_claimed = gl.num_programs(0) * LANES  # the counter numbers the units after the first wave
     tile = 0
     done = 0
-    for unit in range(gl.program_id(0) * LANES + LANE, units, gl.num_programs(0) * LANES):
-        q_block, b, h, row0, col0, count, j_lo, j_hi, piece = _work_unit(
-            unit, whole_items, split, KvCnt, s_cb, s_ch, text_tiles + pooled_tiles, num_q_blocks, num_heads, seq_len,
-            HEAD_DIM, BNHD)
+    unit = gl.program_id(0) * LANES + LANE
+    while unit < units:
+        item, piece = _unit_item(unit, whole_items, split)
+        q_block, b, h, row0, col0 = _work_item(item, num_q_blocks, num_heads, seq_len, HEAD_DIM, BNHD)
+        count = gl.load(KvCnt + b * s_cb + h * s_ch + q_block)
+        j_lo, j_hi = _piece_tiles(piece, split, count + text_tiles + pooled_tiles)
         # A fresh mbarrier counts as having completed phase 1: the first waits on q_empty and empty pass.
         mbarrier.wait(lane_q_empty, (done & 1) ^ 1)
+        _publish_claim(claim, unit, count)
         mbarrier.expect(lane_q_ready, PARTS * q_desc.block_type.nbytes)
         for part in gl.static_range(PARTS):
             tma_load(q_desc, [row0 + q_block * BLOCK + part * CONSUMER_ROWS, col0], lane_q_ready,
@@ -169,6 +195,13 @@ def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
                 tma_load(v_desc, [row0 + start, col0], bar, v_smem.index(stage))
             tile += 1
         done += 1
+        # Claiming the next unit only now, when this one's loads are issued, keeps the programs that finish
+        # early taking the work of those that run slow: a static split left the SMs idle 5.8% of the time on
+        # average at Wan 480p (Nsight Compute, session 12).
+        unit = gl.atomic_add(Counter, 1, sem="relaxed") + first_claimed
+    mbarrier.wait(lane_q_empty, (done & 1) ^ 1)
+    _publish_claim(claim, units, 0)
+    mbarrier.arrive(lane_q_ready, count=1)
 
 
 @gluon.jit
@@ -183,10 +216,9 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
     between them, the shorter lane passing its turns at the end, measured 1.3-2.6% slower at Wan 480p and 1%
     faster at Wan 720p (BENCHMARKS.md, session 12)."""
     (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready,
-     q_empty, turn, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb,
-     s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units,
-     whole_items, split, PartOut, PartLse, qk_scale_log2) = args
-    LANES: gl.constexpr = PROGRAM_ROWS // BLOCK
+     q_empty, turn, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq,
+     s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units,
+     whole_items, split, Counter, PartOut, PartLse, qk_scale_log2) = args
     PARTS: gl.constexpr = BLOCK // CONSUMER_ROWS  # consumers per lane
     LANE: gl.constexpr = CONSUMER // PARTS
     PART: gl.constexpr = CONSUMER % PARTS
@@ -209,17 +241,19 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
     cols = gl.arange(0, BLOCK, layout=gl.SliceLayout(0, s_layout))
     s_zero = gl.zeros([CONSUMER_ROWS, BLOCK], gl.float32, layout=s_layout)
 
+    claim = claims.slice(2 * LANE, 2)
     tile = 0
     done = 0
-    for unit in range(gl.program_id(0) * LANES + LANE, units, gl.num_programs(0) * LANES):
-        q_block, b, h, row0, col0, count, j_lo, j_hi, piece = _work_unit(
-            unit, whole_items, split, KvCnt, s_cb, s_ch, text_tiles + pooled_tiles, num_q_blocks, num_heads, seq_len,
-            HEAD_DIM, BNHD)
+    mbarrier.wait(lane_q_ready, 0)
+    unit, count = _read_claim(claim)
+    while unit < units:  # the producer hands over `units` when the work is done
+        item, piece = _unit_item(unit, whole_items, split)
+        q_block, b, h, row0, col0 = _work_item(item, num_q_blocks, num_heads, seq_len, HEAD_DIM, BNHD)
+        j_lo, j_hi = _piece_tiles(piece, split, count + text_tiles + pooled_tiles)
         idx_row = KvIdx + b * s_ib + h * s_ih + q_block * s_iq
         m_i = gl.full([CONSUMER_ROWS], float("-inf"), gl.float32, layout=s_rows)
         l_i = gl.zeros([CONSUMER_ROWS], gl.float32, layout=s_rows)
         acc = gl.zeros([CONSUMER_ROWS, HEAD_DIM], gl.float32, layout=o_layout)
-        mbarrier.wait(lane_q_ready, done & 1)
         if j_hi > j_lo:
             p_prev = gl.zeros([CONSUMER_ROWS, BLOCK], dtype, layout=p_layout)
             for j in range(j_lo, j_hi):
@@ -277,20 +311,23 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
             lse_rows = q_block * BLOCK + lse_block_rows
             gl.store(Lse + (b * num_heads + h).to(gl.int64) * seq_len + lse_rows, lse, mask=lse_rows < seq_len)
         done += 1
+        mbarrier.wait(lane_q_ready, done & 1)
+        unit, count = _read_claim(claim)
 
 
 @gluon.jit
 def block_sparse_forward_hopper_kernel(
     q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped,
     s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq,
-    num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units, whole_items, split, PartOut, PartLse,
-    qk_scale_log2, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
+    num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units, whole_items, split, Counter, PartOut,
+    PartLse, qk_scale_log2, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
     BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     """A persistent grid (one program per SM) over the (batch * head, query block) work items (the last wave's
-    cut into pieces: _work_unit; their float32 outputs and LSEs go to PartOut (pieces, BLOCK, HEAD_DIM) and
-    PartLse (pieces, BLOCK) for split_merge.py), each program in
+    cut into pieces: _unit_item; their float32 outputs and LSEs go to PartOut (pieces, BLOCK, HEAD_DIM) and
+    PartLse (pieces, BLOCK) for split_merge.py). Programs take work units as they free up: the first by program
+    id, the rest from the int32 Counter, which is zero at launch. Each program in
     partitions laid out like FlashAttention-3: two consumer warpgroups of 64 query rows each, and per lane one
     producer warp that fills the lane's ring of K/V stages with TMA. 128-token blocks: one lane, whose two
     consumers share each query block and take turns on the tensor cores. 64-token blocks: two lanes of work
@@ -310,6 +347,8 @@ def block_sparse_forward_hopper_kernel(
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     q_ready = gl.allocate_shared_memory(gl.int64, [LANES, 1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [LANES, 1], mbarrier.MBarrierLayout())
+    # Per lane: the work unit its producer claimed and the item's count of kept blocks (_publish_claim).
+    claims = gl.allocate_shared_memory(gl.int32, [2 * LANES], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     for i in gl.static_range(LANES * STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=PARTS)  # every consumer of the lane releases a stage
@@ -320,9 +359,9 @@ def block_sparse_forward_hopper_kernel(
         mbarrier.init(q_empty.index(lane), count=PARTS)
 
     args = (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty,
-            q_ready, q_empty, turn, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih,
-            s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks,
-            units, whole_items, split, PartOut, PartLse, qk_scale_log2)
+            q_ready, q_empty, turn, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on,
+            s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks,
+            num_q_blocks, units, whole_items, split, Counter, PartOut, PartLse, qk_scale_log2)
     if LANES == 1:
         gl.warp_specialize([
             (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 0)),

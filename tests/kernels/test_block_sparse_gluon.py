@@ -148,3 +148,44 @@ def test_gpu_gluon_cuts_a_part_filled_last_wave_and_merges_the_pieces(block):
         assert torch.all(out[:, 0, :2 * block] == 0) and torch.all(lse[:, 0, :2 * block] == float("-inf"))
         results.append(out)
     assert (results[0].float() - results[1].float()).abs().max() < 2e-2  # bf16 roundings of the same sums
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("block", [128, 64])
+def test_gpu_gluon_programs_claim_work_units_as_they_free_up(block):
+    """Programs take their first work unit by id and claim the rest from a counter. With several times more units
+    than programs and rows from empty to every block (so the programs claim different numbers of units), every
+    unit is computed exactly once: on two launches in a row, and on two replays of one CUDA graph (the counter
+    starts from zero on each)."""
+    b, h, n = 1, 8, 8192
+    n_blocks = n // block
+    q, k, v = qkv(b, h, n, 128, torch.bfloat16, device="cuda", seed=3)
+    generator = torch.Generator().manual_seed(3)
+    row_density = torch.rand(b, h, n_blocks, 1, generator=generator) ** 3  # most rows short, a few long
+    mask = torch.rand(b, h, n_blocks, n_blocks, generator=generator) < row_density
+    mask[0, 1, ::5] = False  # some empty rows
+    assert mask.sum(-1).max() > 3 * mask.sum(-1).float().mean()
+    kv_indices, kv_counts = (x.to(torch.int32).contiguous().cuda() for x in block_mask_to_index_table(mask.cuda()))
+    ref, ref_lse = block_sparse_attention_reference(q.float(), k.float(), v.float(), kv_indices, kv_counts, block)
+    out, lse = torch.empty_like(q), torch.empty(q.shape[:3], dtype=torch.float32, device="cuda")
+
+    def launch():
+        launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block, 1 / math.sqrt(128))
+
+    launch()
+    first = out.clone()
+    out.zero_()
+    launch()
+    assert torch.equal(out, first)
+    assert relative_error(out, ref) < 1e-2
+    assert_lse_close(lse, ref_lse)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        launch()
+    for _ in range(2):
+        out.zero_()
+        lse.zero_()
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, first)
+        assert_lse_close(lse, ref_lse)

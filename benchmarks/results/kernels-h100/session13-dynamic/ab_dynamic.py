@@ -1,0 +1,87 @@
+"""Session 13: the Gluon forward whose programs claim work units from a counter as they free up (dynamic) against
+session 12's, which walks a fixed stride of units per program (static), alternating on one machine, on
+bench_kernels.py's random masks, with cuDNN dense timed in the same loop for the rate ratio. With `varied` as the
+second argument the rows keep different numbers of blocks (varied_block_mask), as the planners' mass rules give.
+
+The static kernel is session 12's final tree (7dd3566). Write it into the package first, beside the current one,
+so that it travels to the device with the working tree (the files are not kept in the repository):
+
+    git show 7dd3566:kernels/block_sparse_attention/gluon_hopper.py | sed 's/from \\. import gluon_hopper_kernel$/from . \\
+      import _ab_static_gluon_hopper_kernel as gluon_hopper_kernel/' > kernels/block_sparse_attention/_ab_static_gluon_hopper.py
+    git show 7dd3566:kernels/block_sparse_attention/gluon_hopper_kernel.py \\
+      > kernels/block_sparse_attention/_ab_static_gluon_hopper_kernel.py
+
+Run from the repository root: python3 benchmarks/results/kernels-h100/session13-dynamic/ab_dynamic.py [repeats] [varied]
+"""
+
+import json
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, "benchmarks")
+from bench_kernels import SHAPES, bench_ms, kept_pairs, random_block_mask  # noqa: E402
+
+from swiftdit.kernels.block_index_table import block_mask_to_index_table  # noqa: E402
+from swiftdit.kernels.block_sparse_attention import _ab_static_gluon_hopper, gluon_hopper  # noqa: E402
+
+KERNELS = {"static": _ab_static_gluon_hopper, "dynamic": gluon_hopper}
+CASES = (("wan480", 0.05, 128), ("wan480", 0.1, 128), ("wan480", 0.2, 128), ("wan480", 0.5, 128),
+         ("wan480", 1.0, 128), ("wan720", 0.1, 128), ("hunyuan720", 0.1, 128), ("wan480", 0.1, 64),
+         ("wan480", 0.5, 64), ("wan720", 0.1, 64), ("hunyuan720", 0.1, 64))
+REPEATS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+VARIED = sys.argv[2:] == ["varied"]
+if VARIED:
+    CASES = (("wan480", 0.1, 128), ("wan480", 0.2, 128), ("wan720", 0.1, 128), ("wan480", 0.1, 64),
+             ("hunyuan720", 0.1, 64))
+
+
+def varied_block_mask(heads, n_blocks, density, device, seed):
+    """(1, H, nB, nB) bool: row r keeps round(2 u_r density nB) blocks (at least 1, the diagonal first), u_r uniform
+    in (0, 1), so the rows keep `density` of the blocks on average, from one block to twice the mean."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    scores = torch.rand(1, heads, n_blocks, n_blocks, generator=generator, device=device)
+    scores.diagonal(dim1=-2, dim2=-1).fill_(2.0)
+    keep = (2 * density * n_blocks * torch.rand(1, heads, n_blocks, 1, generator=generator, device=device)).round()
+    rank = scores.argsort(-1, descending=True).argsort(-1)
+    return rank < keep.clamp(1, n_blocks)
+
+
+def run(module, q, k, v, idx, cnt, block, text_k, text_v):
+    out = torch.empty_like(q)
+    lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+    module.launch_forward_hopper(q, k, v, out, lse, idx, cnt, block, 1.0 / math.sqrt(q.shape[-1]), text_k=text_k,
+                                 text_v=text_v)
+    return out, lse
+
+
+for shape_key, density, block in CASES:
+    shape = SHAPES[shape_key]
+    h, n, t, d = shape.heads, shape.visual_tokens, shape.text_tokens, shape.head_dim
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    text_k, text_v = ((torch.randn(1, h, t, d, device="cuda", dtype=torch.bfloat16) for _ in range(2)) if t else
+                      (None, None))
+    joint = [torch.cat([x, tx], 2) if t else x for x, tx in ((q, text_k), (k, text_k), (v, text_v))]
+    make_mask = varied_block_mask if VARIED else random_block_mask
+    mask = make_mask(h, math.ceil(n / block), density, "cuda", seed=int(density * 1000))
+    idx, cnt = (x.to(torch.int32).contiguous() for x in block_mask_to_index_table(mask))
+    results = {name: run(module, q, k, v, idx, cnt, block, text_k, text_v) for name, module in KERNELS.items()}
+    flops = 4.0 * d * kept_pairs(mask, n, block, t)
+    row = dict(shape=shape_key, density=density, block=block, masks="varied" if VARIED else "random",
+               max_abs_out=(results["static"][0].float() - results["dynamic"][0].float()).abs().max().item(),
+               max_abs_lse=(results["static"][1] - results["dynamic"][1]).abs().max().item())
+    for repeat in range(REPEATS):
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            dense_ms = bench_ms(lambda: F.scaled_dot_product_attention(*joint), False)
+        row.setdefault("cudnn_dense_ms", []).append(dense_ms)
+        for name, module in KERNELS.items():
+            row.setdefault(f"{name}_ms", []).append(
+                bench_ms(lambda: run(module, q, k, v, idx, cnt, block, text_k, text_v), False))
+    dense_rate = 4.0 * h * (n + t) ** 2 * d / (sum(row["cudnn_dense_ms"]) / REPEATS)
+    for name in KERNELS:
+        row[f"{name}_ratio"] = round(flops / (sum(row[f"{name}_ms"]) / REPEATS) / dense_rate, 4)
+    print(json.dumps(row), flush=True)
