@@ -54,7 +54,7 @@ def merge_pieces_kernel(PartOut, PartLse, Out, Lse, whole_items, split, num_q_bl
         acc += weight[:, None] * piece
         total += weight
     empty = total == 0.0
-    out = acc / tl.where(empty, 1.0, total)[:, None]
+    out = acc * (1.0 / tl.where(empty, 1.0, total))[:, None]
     lse = tl.where(empty, float("-inf"), m_use + tl.log(tl.where(empty, 1.0, total)))
     token = q_block * BLOCK + rows
     o_ptrs = Out + b.to(tl.int64) * s_ob + h.to(tl.int64) * s_oh + token[:, None].to(tl.int64) * s_on + dims[None, :]

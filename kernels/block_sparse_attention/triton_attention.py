@@ -380,8 +380,10 @@ def block_sparse_forward_kernel(
             m_i, l_i, acc = _softmax_update(qk, m_i, l_i, acc, v, qk_scale_log2, True)
 
     empty = l_i == 0.0
-    out = acc / tl.where(empty, 1.0, l_i)[:, None]
-    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
+    l_safe = tl.where(empty, 1.0, l_i)
+    # A reciprocal per row and a multiply per element, not an IEEE division per element (gluon_hopper_kernel.py).
+    out = acc * (1.0 / l_safe)[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) / 1.4426950408889634)
     o_ptrs = Out + b * s_ob + h * s_oh + offs_m[:, None] * s_on + offs_d[None, :]
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     tl.store(Lse + bhn + offs_m, lse, mask=row_ok)
