@@ -1,7 +1,8 @@
 """Kernel benchmark: cuDNN SDPA dense vs compiled FlexAttention vs swiftdit's Triton kernels, in one run.
 
 For every shape and density the three run on the same q/k/v and the same block mask (random per head
-and query block, `density` of the key blocks kept, always including the diagonal). Reported per row:
+and query block, `density` of the key blocks kept, always including the diagonal; with --masks varied the rows
+keep different numbers of blocks, as the planners' mass rules give, `density` of them on average). Reported per row:
 median ms, effective TFLOP/s on the kept work (4*D * kept query-key pairs / time) and that rate over
 cuDNN's dense rate. Also measured: backward, the pattern planner and the fused SLA forward/backward at
 Wan 480p, and the kernel with `rectified`'s pooled columns of the dropped blocks against it without them.
@@ -13,6 +14,7 @@ Results go to <out>/kernels.csv and <out>/kernels.json; a table is printed last.
     python benchmarks/bench_kernels.py --out bench_out            # the full set (H100: ~5 min)
     python benchmarks/bench_kernels.py --out bench_out --quick    # Wan 480p only, fewer densities
     python benchmarks/bench_kernels.py --out bench_out --blocks 128 64 --skip backward planner sla pooled
+    python benchmarks/bench_kernels.py --out bench_out --masks random varied --skip backward planner sla pooled
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class Row:
     ratio_to_cudnn_rate: float
     speedup_vs_cudnn: float
     note: str = ""
+    masks: str = "random"
 
 
 def bench_ms(fn, quick: bool) -> float:
@@ -99,6 +102,21 @@ def random_block_mask(heads: int, n_blocks: int, density: float, device, seed: i
     return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top, True)
 
 
+def varied_block_mask(heads: int, n_blocks: int, density: float, device, seed: int) -> torch.Tensor:
+    """(1, H, nB, nB) bool: row r keeps round(2 u_r density nB) key blocks (at least 1, the diagonal first), u_r
+    uniform in (0, 1): `density` of the blocks on average, from one block to twice the mean, so that work items
+    differ in length as they do under the planners' cumulative-mass rule."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    scores = torch.rand(1, heads, n_blocks, n_blocks, generator=generator, device=device)
+    scores.diagonal(dim1=-2, dim2=-1).fill_(2.0)
+    keep = (2 * density * n_blocks * torch.rand(1, heads, n_blocks, 1, generator=generator, device=device)).round()
+    rank = scores.argsort(-1, descending=True).argsort(-1)
+    return rank < keep.clamp(1, n_blocks)
+
+
+MASKS = {"random": random_block_mask, "varied": varied_block_mask}
+
+
 def kept_pairs(block_mask: torch.Tensor, n: int, block: int, text_tokens: int) -> float:
     """Query-key pairs computed: kept blocks by their real sizes (short last block) plus every text column."""
     sizes = torch.full((block_mask.shape[-1],), float(block), device=block_mask.device, dtype=torch.float64)
@@ -121,7 +139,8 @@ def flex_block_mask(block_mask: torch.Tensor, n: int, block: int, text_tokens: i
                                     seq_lengths=(n, n + text_tokens))
 
 
-def attention_rows(shape_key: str, densities, block: int, quick: bool, with_flex: bool, device) -> list[Row]:
+def attention_rows(shape_key: str, densities, block: int, quick: bool, with_flex: bool, device,
+                   masks: str = "random") -> list[Row]:
     shape = SHAPES[shape_key]
     h, n, t, d = shape.heads, shape.visual_tokens, shape.text_tokens, shape.head_dim
     torch.manual_seed(0)
@@ -138,7 +157,7 @@ def attention_rows(shape_key: str, densities, block: int, quick: bool, with_flex
     flex = torch.compile(flex_attention, dynamic=False) if with_flex else None
     n_blocks = math.ceil(n / block)
     for density in densities:
-        mask = random_block_mask(h, n_blocks, density, device, seed=int(density * 1000))
+        mask = MASKS[masks](h, n_blocks, density, device, seed=int(density * 1000))
         kv_indices, kv_counts = block_mask_to_index_table(mask)
         flops = 4.0 * d * kept_pairs(mask, n, block, t)
         kept_density = flops / dense_flops
@@ -172,8 +191,8 @@ def attention_rows(shape_key: str, densities, block: int, quick: bool, with_flex
                 ms = bench_ms(fn, quick)
             rate = flops / ms / 1e9
             rows.append(Row("forward", shape_key, block, density, kept_density, name, ms, rate, rate / dense_rate,
-                            dense_ms / ms, note))
-        print(f"  {shape_key} block {block} density {density:.2f}: " +
+                            dense_ms / ms, note, masks))
+        print(f"  {shape_key} block {block} {masks} masks, density {density:.2f}: " +
               ", ".join(f"{r.kernel} {r.ms:.3f} ms" for r in rows[-len(candidates):]), flush=True)
     return rows
 
@@ -326,6 +345,9 @@ def main() -> None:
     parser.add_argument("--blocks", nargs="+", type=int, default=[128], choices=[64, 128],
                         help="block sizes of the full forward table (default 128; 64 otherwise runs only at Wan "
                              "480p, densities 10%% and 20%%)")
+    parser.add_argument("--masks", nargs="+", default=["random"], choices=sorted(MASKS),
+                        help="block masks of the forward table: random (every row keeps the same number of blocks; "
+                             "the default) and/or varied (rows of different lengths)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["forward", "backward", "planner", "sla", "pooled"],
                         help="benchmarks to leave out (forward: the forward table against cuDNN and Flex)")
     args = parser.parse_args()
@@ -336,9 +358,11 @@ def main() -> None:
     densities = (0.10, 1.00) if args.quick else DENSITIES
     rows: list[Row] = []
     # Results are rewritten after every section so that a run stopped at its time limit keeps what it has.
-    for i, block in enumerate(args.blocks if "forward" not in args.skip else ()):
+    tables = [(masks, block) for masks in args.masks for block in args.blocks] if "forward" not in args.skip else []
+    for i, (masks, block) in enumerate(tables):
         for shape_key in shapes:
-            rows += [r for r in attention_rows(shape_key, densities, block, args.quick, not args.no_flex, device)
+            rows += [r for r in attention_rows(shape_key, densities, block, args.quick, not args.no_flex, device,
+                                               masks)
                      if i == 0 or r.kernel != "cudnn_sdpa_dense"]  # one dense row per shape
             save_results(args.out, rows, args.quick)
     if not args.quick and "wan480" in shapes and "forward" not in args.skip and 64 not in args.blocks:
@@ -355,9 +379,10 @@ def main() -> None:
             rows += section()
             save_results(args.out, rows, args.quick)
     print(json.dumps(environment()))
-    print("| bench | shape | block | density | kernel | ms | TFLOP/s kept | x cuDNN rate | speedup vs cuDNN | note |")
+    print("| bench | masks | shape | block | density | kernel | ms | TFLOP/s kept | x cuDNN rate | speedup vs cuDNN "
+          "| note |")
     for r in rows:
-        print(f"| {r.benchmark} | {r.shape} | {r.block} | {r.density_kept:.3f} | {r.kernel} | {r.ms:.3f} | "
+        print(f"| {r.benchmark} | {r.masks} | {r.shape} | {r.block} | {r.density_kept:.3f} | {r.kernel} | {r.ms:.3f} | "
               f"{r.tflops_kept:.0f} | {r.ratio_to_cudnn_rate:.2f} | {r.speedup_vs_cudnn:.2f} | {r.note} |")
 
 

@@ -5,7 +5,11 @@ Why a second forward: the Triton kernel (triton_attention.py) reaches 0.68-0.86 
 `tl.dot` compiles to async wgmma, but Triton waits on every Q K^T at once and runs both warpgroups in the same
 phase, so the tensor cores idle while the softmax runs (BENCHMARKS.md, session 11). Gluon exposes warp
 specialization, the async wgmma and its waits, and mbarriers, so this kernel has
-- a persistent grid, one program per SM, over the (batch * head, query block) work items;
+- a persistent grid, one program per SM, over the (batch * head, query block) work items. A program takes its
+  first item by its id and claims each next one from a global counter when it has issued the loads of the one
+  before, so programs whose items run short take more of them. With a fixed stride of items per program, rows
+  of different lengths (as the planners' mass rules give) left SMs idle: 1.25-1.5x slower at Wan 480p
+  (BENCHMARKS.md, session 13);
 - two consumer warpgroups of 64 query rows each, so a program works on 128 query rows at once;
 - 128-token blocks: one lane of work items per program. Its producer warp loads each item's Q and every kept key
   block's K and V through TMA into a ring of STAGES shared-memory stages, reusing a stage once both consumers

@@ -1,7 +1,8 @@
 """Session 13: the Gluon forward whose programs claim work units from a counter as they free up (dynamic) against
 session 12's, which walks a fixed stride of units per program (static), alternating on one machine, on
 bench_kernels.py's random masks, with cuDNN dense timed in the same loop for the rate ratio. With `varied` as the
-second argument the rows keep different numbers of blocks (varied_block_mask), as the planners' mass rules give.
+second argument the rows keep different numbers of blocks (bench_kernels.varied_block_mask; in session 13 the
+script held its own copy of it), as the planners' mass rules give.
 
 The static kernel is session 12's final tree (7dd3566). Write it into the package first, beside the current one,
 so that it travels to the device with the working tree (the files are not kept in the repository):
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, "benchmarks")
-from bench_kernels import SHAPES, bench_ms, kept_pairs, random_block_mask  # noqa: E402
+from bench_kernels import SHAPES, bench_ms, kept_pairs, random_block_mask, varied_block_mask  # noqa: E402
 
 from swiftdit.kernels.block_index_table import block_mask_to_index_table  # noqa: E402
 from swiftdit.kernels.block_sparse_attention import _ab_static_gluon_hopper, gluon_hopper  # noqa: E402
@@ -37,17 +38,6 @@ VARIED = sys.argv[2:] == ["varied"]
 if VARIED:
     CASES = (("wan480", 0.1, 128), ("wan480", 0.2, 128), ("wan720", 0.1, 128), ("wan480", 0.1, 64),
              ("hunyuan720", 0.1, 64))
-
-
-def varied_block_mask(heads, n_blocks, density, device, seed):
-    """(1, H, nB, nB) bool: row r keeps round(2 u_r density nB) blocks (at least 1, the diagonal first), u_r uniform
-    in (0, 1), so the rows keep `density` of the blocks on average, from one block to twice the mean."""
-    generator = torch.Generator(device=device).manual_seed(seed)
-    scores = torch.rand(1, heads, n_blocks, n_blocks, generator=generator, device=device)
-    scores.diagonal(dim1=-2, dim2=-1).fill_(2.0)
-    keep = (2 * density * n_blocks * torch.rand(1, heads, n_blocks, 1, generator=generator, device=device)).round()
-    rank = scores.argsort(-1, descending=True).argsort(-1)
-    return rank < keep.clamp(1, n_blocks)
 
 
 def run(module, q, k, v, idx, cnt, block, text_k, text_v):
