@@ -156,6 +156,8 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: 
     kernel = load_kernel()
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+    from .triton_ops import tma_layout_ok
+
     b, h, n, d = q.shape
     q_layout, kv_layout = _shared_layouts(kernel.gl, q.dtype, d, block_size)
     views = [tma_view(x) for x in (q, k, v)]
@@ -165,10 +167,15 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: 
     texts = [x.contiguous().view(-1, d) for x in (text_k, text_v)] if text_len else [views[1].matrix] * 2
     # The pooled columns come contiguous (B, H, nK, D) from KernelPooledColumns.
     means = [x.view(-1, d) for x in (pooled.k, pooled.v)] if pooled is not None else [views[1].matrix] * 2
-    q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc = (
+    # The output is stored through TMA where it has q's layout (what the callers allocate); else by the threads.
+    out_view = tma_view(out)
+    out_tma = out_view is not None and out_view.bnhd == views[0].bnhd and tma_layout_ok(out)
+    stored = out_view.matrix if out_tma else views[0].matrix  # q's view: an unused placeholder
+    q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, o_desc = (
         TensorDescriptor(matrix, list(matrix.shape), list(matrix.stride()), [rows, d], layout)
-        for matrix, rows, layout in zip([view.matrix for view in views] + texts + means,
-                                        (CONSUMER_ROWS,) + (block_size,) * 6, (q_layout,) + (kv_layout,) * 6))
+        for matrix, rows, layout in zip([view.matrix for view in views] + texts + means + [stored],
+                                        (CONSUMER_ROWS,) + (block_size,) * 6 + (CONSUMER_ROWS,),
+                                        (q_layout,) + (kv_layout,) * 6 + (q_layout,)))
     text_mask = text_key_mask.contiguous() if text_key_mask is not None else lse  # lse: an unread placeholder
     pool_bias, dropped = (pooled.bias, pooled.dropped) if pooled is not None else (lse, kv_counts)  # unread
 
@@ -187,7 +194,7 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: 
     part_lse = torch.empty((pieces, block_size), dtype=torch.float32, device=q.device) if pieces else lse
     claimed = torch.zeros(1, dtype=torch.int32, device=q.device)  # the kernel's counter of claimed work units
     kernel.block_sparse_forward_hopper_kernel[grid](
-        q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, out, lse, kv_indices, kv_counts, text_mask,
+        q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, o_desc, out, lse, kv_indices, kv_counts, text_mask,
         pool_bias, dropped,
         out.stride(0), out.stride(1), out.stride(2), *strides(kv_indices, 3), *strides(kv_counts, 2),
         text_mask.stride(0) if text_key_mask is not None else 0,
@@ -195,7 +202,8 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: 
         h, n, text_len, pooled.k.shape[2] if pooled is not None else 0, n_q_blocks, work.units, work.whole_items,
         work.split, claimed, part_out, part_lse, scale * LOG2E,
         BLOCK=block_size, HEAD_DIM=d, STAGES=GLUON_STAGES, EVEN_N=n % block_size == 0, BNHD=views[0].bnhd,
-        HAS_TEXT=text_len > 0, HAS_TEXT_MASK=text_key_mask is not None, POOLED=pooled is not None, num_warps=4,
+        HAS_TEXT=text_len > 0, HAS_TEXT_MASK=text_key_mask is not None, POOLED=pooled is not None, OUT_TMA=out_tma,
+        num_warps=4,
         maxnreg=168,
     )
     if pieces:
@@ -215,11 +223,11 @@ def compile_check(head_dim: int, even_n: bool, extras: bool = True, block_size: 
         raise RuntimeError("this Triton has no Gluon Hopper API")
     fn = kernel.block_sparse_forward_hopper_kernel
     q_layout, kv_layout = _shared_layouts(kernel.gl, torch.bfloat16, head_dim, block_size)
-    descriptors = {"q_desc": (CONSUMER_ROWS, q_layout)}
+    descriptors = {"q_desc": (CONSUMER_ROWS, q_layout), "o_desc": (CONSUMER_ROWS, q_layout)}
     descriptors.update({name: (block_size, kv_layout) for name in ("k_desc", "v_desc", "tk_desc", "tv_desc",
                                                                     "pk_desc", "pv_desc")})
     constants = dict(BLOCK=block_size, HEAD_DIM=head_dim, STAGES=GLUON_STAGES, EVEN_N=even_n, BNHD=True,
-                     HAS_TEXT=extras, HAS_TEXT_MASK=extras, POOLED=extras, num_warps=4)
+                     HAS_TEXT=extras, HAS_TEXT_MASK=extras, POOLED=extras, OUT_TMA=True, num_warps=4)
     pointers = {"Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32", "KvCnt": "*i32", "TextMask": "*u8",
                 "PoolBias": "*fp32", "Dropped": "*u8", "Counter": "*i32", "PartOut": "*fp32", "PartLse": "*fp32"}
     signature, attrs = {}, {}

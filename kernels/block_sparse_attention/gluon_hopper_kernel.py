@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
 
 # Triton 3.6 (the H100's) names the TMA load async_copy_global_to_shared; later versions call it async_load.
 tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_global_to_shared
+tma_store = tma.async_store if hasattr(tma, "async_store") else tma.async_copy_shared_to_global
 
 # Each consumer warpgroup owns 64 query rows, and a program works on 128 at once. With 128-token blocks that is
 # one query block, split between the two consumers (one lane); with 64-token blocks it is two query blocks,
@@ -142,15 +149,15 @@ def _tile_probabilities(s, j, m_i, l_i, count, text_tiles, cols, idx_row, seq_le
 @gluon.jit
 def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
               BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr,
-              LANE: gl.constexpr):
+              OUT_TMA: gl.constexpr, LANE: gl.constexpr):
     """One warp per lane. Its first work unit is fixed by the program id; every later one it claims from the
     kernel's counter when it has issued the loads of the one before, and hands it to the lane's consumers
     (_publish_claim). Per unit: the query block (in 64-row parts, one per consumer of the lane) once the lane's
     consumers have released the previous one, then every kept key block's K and V into the lane's ring of stages
     as soon as its consumers have released a stage. The ring runs on across work units, so the next unit's loads
     overlap this one's last products and its output store. At the end it hands over `units`, which stops them."""
-    (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready,
-     q_empty, turn, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq,
+    (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, o_desc, q_smem, k_smem, v_smem, ready, empty,
+     q_ready, q_empty, turn, k_read, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq,
      s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units,
      whole_items, split, Counter, PartOut, PartLse, qk_scale_log2) = args
     LANES: gl.constexpr = PROGRAM_ROWS // BLOCK
@@ -208,7 +215,7 @@ def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
 @gluon.jit
 def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
               BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr,
-              CONSUMER: gl.constexpr):
+              OUT_TMA: gl.constexpr, CONSUMER: gl.constexpr):
     """One warpgroup, 64 query rows: part CONSUMER % PARTS of each query block of lane CONSUMER // PARTS. Per key
     tile j it issues S_j = Q K_j^T and O += P_{j-1} V_{j-1}, and runs the softmax of S_j while the tensor cores
     work on its own P V and on the other warpgroup's products. Where both consumers share a lane (128-token
@@ -216,8 +223,8 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
     issuing (FA3's ping-pong). Consumers of separate lanes walk key lists of different lengths and do not: turns
     between them, the shorter lane passing its turns at the end, measured 1.3-2.6% slower at Wan 480p and 1%
     faster at Wan 720p (BENCHMARKS.md, session 12)."""
-    (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty, q_ready,
-     q_empty, turn, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq,
+    (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, o_desc, q_smem, k_smem, v_smem, ready, empty,
+     q_ready, q_empty, turn, k_read, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq,
      s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units,
      whole_items, split, Counter, PartOut, PartLse, qk_scale_log2) = args
     PARTS: gl.constexpr = BLOCK // CONSUMER_ROWS  # consumers per lane
@@ -245,6 +252,7 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
     claim = claims.slice(2 * LANE, 2)
     tile = 0
     done = 0
+    items_with_tiles = 0  # the phases of k_read
     mbarrier.wait(lane_q_ready, 0)
     unit, count = _read_claim(claim)
     while unit < units:  # the producer hands over `units` when the work is done
@@ -255,6 +263,7 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
         m_i = gl.full([CONSUMER_ROWS], float("-inf"), gl.float32, layout=s_rows)
         l_i = gl.zeros([CONSUMER_ROWS], gl.float32, layout=s_rows)
         acc = gl.zeros([CONSUMER_ROWS, HEAD_DIM], gl.float32, layout=o_layout)
+        last = LANE * STAGES  # the stage of the item's last tile, once it has tiles
         if j_hi > j_lo:
             p_prev = gl.zeros([CONSUMER_ROWS, BLOCK], dtype, layout=p_layout)
             for j in range(j_lo, j_hi):
@@ -277,6 +286,8 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
                     # The item's last Q K^T is done: release this part of Q now, so that the producer loads the
                     # next item's while this warpgroup finishes the last P V, the softmax and the store.
                     mbarrier.arrive(lane_q_empty, count=1)
+                    if OUT_TMA and TAKE_TURNS:
+                        mbarrier.arrive(k_read.index(0), count=1)  # nor will this one read the last K tile
                 p_prev, alpha, m_i, l_i = _tile_probabilities(
                     s, j, m_i, l_i, count, text_tiles, cols, idx_row, seq_len, TextMask, b, s_tmb, text_len,
                     PoolBias, Dropped + b * s_db + h * s_dh + q_block * s_dq, num_kv_blocks, qk_scale_log2, dtype,
@@ -289,7 +300,7 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
             last = LANE * STAGES + (tile + STAGES - 1) % STAGES
             acc = warpgroup_mma(p_prev, v_smem.index(last), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-            mbarrier.arrive(empty.index(last), count=1)
+            items_with_tiles += 1
         else:
             mbarrier.arrive(lane_q_empty, count=1)  # an empty row never reads Q
 
@@ -309,11 +320,27 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
             gl.store(PartLse + piece.to(gl.int64) * BLOCK + lse_block_rows, lse)
         else:
             rows = q_block * BLOCK + block_rows
-            o_ptrs = Out + b.to(gl.int64) * s_ob + h.to(gl.int64) * s_oh + gl.expand_dims(rows, 1).to(gl.int64) \
-                * s_on + gl.expand_dims(dims, 0)
-            gl.store(o_ptrs, out.to(dtype), mask=gl.expand_dims(rows < seq_len, 1))
+            if OUT_TMA and j_hi > j_lo and (q_block + 1) * BLOCK <= seq_len:
+                # The output tile goes through shared memory and one TMA store instead of 32 four-byte stores per
+                # thread: its rows of the item's last K tile, which no product reads any more (both consumers
+                # of a shared lane have passed their last Q K^T: k_read) and which the producer refills only
+                # once this consumer releases the stage below. A ragged last block keeps the masked stores (its
+                # rows past the end belong to the next (batch, head) in the 2D view).
+                if TAKE_TURNS:
+                    mbarrier.wait(k_read.index(0), (items_with_tiles - 1) & 1)
+                o_tile = k_smem.index(last).slice(PART * CONSUMER_ROWS, CONSUMER_ROWS)
+                o_tile.store(out.to(dtype))
+                fence_async_shared()
+                tma_store(o_desc, [row0 + q_block * BLOCK + PART * CONSUMER_ROWS, col0], o_tile)
+                tma.store_wait(0)
+            else:
+                o_ptrs = Out + b.to(gl.int64) * s_ob + h.to(gl.int64) * s_oh + gl.expand_dims(rows, 1).to(gl.int64) \
+                    * s_on + gl.expand_dims(dims, 0)
+                gl.store(o_ptrs, out.to(dtype), mask=gl.expand_dims(rows < seq_len, 1))
             lse_rows = q_block * BLOCK + lse_block_rows
             gl.store(Lse + (b * num_heads + h).to(gl.int64) * seq_len + lse_rows, lse, mask=lse_rows < seq_len)
+        if j_hi > j_lo:  # the last tile's K and V have been read (and the K stage has served the output store)
+            mbarrier.arrive(empty.index(last), count=1)
         done += 1
         mbarrier.wait(lane_q_ready, done & 1)
         unit, count = _read_claim(claim)
@@ -321,12 +348,12 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
 
 @gluon.jit
 def block_sparse_forward_hopper_kernel(
-    q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped,
+    q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, o_desc, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped,
     s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq,
     num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units, whole_items, split, Counter, PartOut,
     PartLse, qk_scale_log2, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
     BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr,
-    num_warps: gl.constexpr,
+    OUT_TMA: gl.constexpr, num_warps: gl.constexpr,
 ):
     """A persistent grid (one program per SM) over the (batch * head, query block) work items (the last wave's
     cut into pieces: _unit_item; their float32 outputs and LSEs go to PartOut (pieces, BLOCK, HEAD_DIM) and
@@ -349,6 +376,7 @@ def block_sparse_forward_hopper_kernel(
     ready = gl.allocate_shared_memory(gl.int64, [LANES * STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [LANES * STAGES, 1], mbarrier.MBarrierLayout())
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    k_read = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
     q_ready = gl.allocate_shared_memory(gl.int64, [LANES, 1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [LANES, 1], mbarrier.MBarrierLayout())
     # Per lane: the work unit its producer claimed and the item's count of kept blocks (_publish_claim).
@@ -358,24 +386,25 @@ def block_sparse_forward_hopper_kernel(
         mbarrier.init(empty.index(i), count=PARTS)  # every consumer of the lane releases a stage
     mbarrier.init(turn.index(0), count=1)
     mbarrier.init(turn.index(1), count=1)
+    mbarrier.init(k_read.index(0), count=2)  # both consumers of a shared lane: see _consumer's output store
     for lane in gl.static_range(LANES):
         mbarrier.init(q_ready.index(lane), count=1)
         mbarrier.init(q_empty.index(lane), count=PARTS)
 
-    args = (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, q_smem, k_smem, v_smem, ready, empty,
-            q_ready, q_empty, turn, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on,
+    args = (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, o_desc, q_smem, k_smem, v_smem, ready,
+            empty, q_ready, q_empty, turn, k_read, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on,
             s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks,
             num_q_blocks, units, whole_items, split, Counter, PartOut, PartLse, qk_scale_log2)
     if LANES == 1:
         gl.warp_specialize([
-            (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 0)),
-            (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 1)),
-            (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 0)),
+            (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, OUT_TMA, 0)),
+            (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, OUT_TMA, 1)),
+            (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, OUT_TMA, 0)),
         ], [4, 1], [240, 24])
     else:
         gl.warp_specialize([
-            (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 0)),
-            (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 1)),
-            (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 0)),
-            (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, 1)),
+            (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, OUT_TMA, 0)),
+            (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, OUT_TMA, 1)),
+            (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, OUT_TMA, 0)),
+            (_producer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, OUT_TMA, 1)),
         ], [4, 1, 1], [240, 24, 24])

@@ -12,9 +12,15 @@ so that it travels to the device with the working tree (the files are not kept i
     git show 7dd3566:kernels/block_sparse_attention/gluon_hopper_kernel.py \\
       > kernels/block_sparse_attention/_ab_static_gluon_hopper_kernel.py
 
-Run from the repository root: python3 benchmarks/results/kernels-h100/session13-dynamic/ab_dynamic.py [repeats] [varied]
+Run from the repository root:
+
+    python3 benchmarks/results/kernels-h100/session13-dynamic/ab_dynamic.py [--repeats N] [--masks varied]
+
+The same script compared later trees: with the baseline files written from another commit, --labels names the
+two kernels in the output (ab_tma_store.jsonl: the tree of b2e9af6 against the TMA output store).
 """
 
+import argparse
 import json
 import math
 import sys
@@ -29,12 +35,18 @@ from bench_kernels import SHAPES, bench_ms, kept_pairs, random_block_mask, varie
 from swiftdit.kernels.block_index_table import block_mask_to_index_table  # noqa: E402
 from swiftdit.kernels.block_sparse_attention import _ab_static_gluon_hopper, gluon_hopper  # noqa: E402
 
-KERNELS = {"static": _ab_static_gluon_hopper, "dynamic": gluon_hopper}
+parser = argparse.ArgumentParser()
+parser.add_argument("--repeats", type=int, default=3)
+parser.add_argument("--masks", choices=["random", "varied"], default="random")
+parser.add_argument("--labels", nargs=2, default=["static", "dynamic"], help="names of the baseline and current kernel")
+args = parser.parse_args()
+KERNELS = dict(zip(args.labels, (_ab_static_gluon_hopper, gluon_hopper)))
+BASELINE, CURRENT = args.labels
 CASES = (("wan480", 0.05, 128), ("wan480", 0.1, 128), ("wan480", 0.2, 128), ("wan480", 0.5, 128),
          ("wan480", 1.0, 128), ("wan720", 0.1, 128), ("hunyuan720", 0.1, 128), ("wan480", 0.1, 64),
          ("wan480", 0.5, 64), ("wan720", 0.1, 64), ("hunyuan720", 0.1, 64))
-REPEATS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-VARIED = sys.argv[2:] == ["varied"]
+REPEATS = args.repeats
+VARIED = args.masks == "varied"
 if VARIED:
     CASES = (("wan480", 0.1, 128), ("wan480", 0.2, 128), ("wan720", 0.1, 128), ("wan480", 0.1, 64),
              ("hunyuan720", 0.1, 64))
@@ -62,8 +74,8 @@ for shape_key, density, block in CASES:
     results = {name: run(module, q, k, v, idx, cnt, block, text_k, text_v) for name, module in KERNELS.items()}
     flops = 4.0 * d * kept_pairs(mask, n, block, t)
     row = dict(shape=shape_key, density=density, block=block, masks="varied" if VARIED else "random",
-               max_abs_out=(results["static"][0].float() - results["dynamic"][0].float()).abs().max().item(),
-               max_abs_lse=(results["static"][1] - results["dynamic"][1]).abs().max().item())
+               max_abs_out=(results[BASELINE][0].float() - results[CURRENT][0].float()).abs().max().item(),
+               max_abs_lse=(results[BASELINE][1] - results[CURRENT][1]).abs().max().item())
     for repeat in range(REPEATS):
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
             dense_ms = bench_ms(lambda: F.scaled_dot_product_attention(*joint), False)
