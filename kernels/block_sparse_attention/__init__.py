@@ -6,9 +6,9 @@ reference in `naive.py`. `backend="triton"` forces the kernels (on CPU tensors t
 TRITON_INTERPRET=1, which the tests use), `backend="reference"` forces the reference.
 On an H100 (compute capability 9.0) "auto" runs the forward of the calls at 64- and 128-token blocks without an
 element mask (text columns and pooled columns are fine) with the Gluon kernel of gluon_hopper.py, laid out like
-FlashAttention-3. At 128-token blocks it runs at 0.87-1.01 of cuDNN's dense rate where the Triton kernel runs
-at 0.67-0.84; at 64-token blocks, bound by L2 bandwidth, 0.70-0.83 against 0.63-0.80 (BENCHMARKS.md, session
-12). Its output and LSE feed the Triton backward. `backend="gluon"` forces it. Where NVIDIA's cuDNN frontend
+FlashAttention-3. At 128-token blocks it runs at 0.88-1.03 of cuDNN's dense rate where the Triton kernel runs
+at 0.69-0.84; at 64-token blocks, bound by L2 bandwidth, 0.76-0.83 against 0.64-0.77 (BENCHMARKS.md, session
+13). Its output and LSE feed the Triton backward. `backend="gluon"` forces it. Where NVIDIA's cuDNN frontend
 is installed (`swiftdit[hopper]`), "auto" runs the forward-only calls it can take at 64-token blocks on a
 Hopper GPU with its kernel instead, measured faster there than the Triton kernel (cudnn_frontend.py says why
 and what it lacks); `backend="cudnn-frontend"` forces it.

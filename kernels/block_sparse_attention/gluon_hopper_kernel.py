@@ -203,9 +203,9 @@ def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
                 tma_load(v_desc, [row0 + start, col0], bar, v_smem.index(stage))
             tile += 1
         done += 1
-        # Claiming the next unit only now, when this one's loads are issued, keeps the programs that finish
-        # early taking the work of those that run slow: a static split left the SMs idle 5.8% of the time on
-        # average at Wan 480p (Nsight Compute, session 12).
+        # Claiming the next unit only now, when this one's loads are issued, lets the programs whose units run
+        # short take more of them. A fixed stride of units per program measured 1.25-1.53x slower on rows of
+        # different lengths, and the same on rows of equal length (BENCHMARKS.md, session 13).
         unit = gl.atomic_add(Counter, 1, sem="relaxed") + first_claimed
     mbarrier.wait(lane_q_empty, (done & 1) ^ 1)
     _publish_claim(claim, units, 0)
