@@ -62,8 +62,8 @@ def _piece_tiles(piece, split, tiles):
 def _publish_claim(claim, unit, count):
     """The producer's half of the hand-over of a work unit to its lane's consumers: (unit, its item's count of
     kept blocks) into the lane's claim slot of shared memory. The producer's next arrival on the lane's q_ready
-    barrier publishes it (an mbarrier arrival releases the arriving thread's writes, and the slot's one element
-    pair is written by thread 0, which also arrives)."""
+    barrier publishes it: an mbarrier arrival releases the arriving thread's writes, and every thread of the
+    producer warp writes the same pair, the arriving one among them (checked in the PTX of Triton 3.6)."""
     pair = gl.arange(0, 2, layout=gl.BlockedLayout([2], [32], [1], [0]))
     claim.store(gl.where(pair == 0, unit, count))
 
@@ -157,9 +157,9 @@ def _producer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
     as soon as its consumers have released a stage. The ring runs on across work units, so the next unit's loads
     overlap this one's last products and its output store. At the end it hands over `units`, which stops them."""
     (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, o_desc, q_smem, k_smem, v_smem, ready, empty,
-     q_ready, q_empty, turn, k_read, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq,
-     s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units,
-     whole_items, split, Counter, PartOut, PartLse, qk_scale_log2) = args
+     q_ready, q_empty, turn, k_read, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on,
+     s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks,
+     num_q_blocks, units, whole_items, split, Counter, PartOut, PartLse, qk_scale_log2) = args
     LANES: gl.constexpr = PROGRAM_ROWS // BLOCK
     PARTS: gl.constexpr = BLOCK // CONSUMER_ROWS  # consumers per lane
     text_tiles = gl.cdiv(text_len, BLOCK) if HAS_TEXT else 0
@@ -224,9 +224,9 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
     between them, the shorter lane passing its turns at the end, measured 1.3-2.6% slower at Wan 480p and 1%
     faster at Wan 720p (BENCHMARKS.md, session 12)."""
     (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, o_desc, q_smem, k_smem, v_smem, ready, empty,
-     q_ready, q_empty, turn, k_read, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq,
-     s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units,
-     whole_items, split, Counter, PartOut, PartLse, qk_scale_log2) = args
+     q_ready, q_empty, turn, k_read, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on,
+     s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks,
+     num_q_blocks, units, whole_items, split, Counter, PartOut, PartLse, qk_scale_log2) = args
     PARTS: gl.constexpr = BLOCK // CONSUMER_ROWS  # consumers per lane
     LANE: gl.constexpr = CONSUMER // PARTS
     PART: gl.constexpr = CONSUMER % PARTS
@@ -348,8 +348,8 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
 
 @gluon.jit
 def block_sparse_forward_hopper_kernel(
-    q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, o_desc, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped,
-    s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq,
+    q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, o_desc, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias,
+    Dropped, s_ob, s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq,
     num_heads, seq_len, text_len, num_kv_blocks, num_q_blocks, units, whole_items, split, Counter, PartOut,
     PartLse, qk_scale_log2, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, EVEN_N: gl.constexpr,
     BNHD: gl.constexpr, HAS_TEXT: gl.constexpr, HAS_TEXT_MASK: gl.constexpr, POOLED: gl.constexpr,
@@ -392,9 +392,9 @@ def block_sparse_forward_hopper_kernel(
         mbarrier.init(q_empty.index(lane), count=PARTS)
 
     args = (q_desc, k_desc, v_desc, tk_desc, tv_desc, pk_desc, pv_desc, o_desc, q_smem, k_smem, v_smem, ready,
-            empty, q_ready, q_empty, turn, k_read, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob, s_oh, s_on,
-            s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len, num_kv_blocks,
-            num_q_blocks, units, whole_items, split, Counter, PartOut, PartLse, qk_scale_log2)
+            empty, q_ready, q_empty, turn, k_read, claims, Out, Lse, KvIdx, KvCnt, TextMask, PoolBias, Dropped, s_ob,
+            s_oh, s_on, s_ib, s_ih, s_iq, s_cb, s_ch, s_tmb, s_db, s_dh, s_dq, num_heads, seq_len, text_len,
+            num_kv_blocks, num_q_blocks, units, whole_items, split, Counter, PartOut, PartLse, qk_scale_log2)
     if LANES == 1:
         gl.warp_specialize([
             (_consumer, (args, BLOCK, HEAD_DIM, STAGES, EVEN_N, BNHD, HAS_TEXT, HAS_TEXT_MASK, POOLED, OUT_TMA, 0)),

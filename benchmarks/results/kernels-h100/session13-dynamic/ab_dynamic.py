@@ -7,10 +7,11 @@ script held its own copy of it), as the planners' mass rules give.
 The static kernel is session 12's final tree (7dd3566). Write it into the package first, beside the current one,
 so that it travels to the device with the working tree (the files are not kept in the repository):
 
-    git show 7dd3566:kernels/block_sparse_attention/gluon_hopper.py | sed 's/from \\. import gluon_hopper_kernel$/from . \\
-      import _ab_static_gluon_hopper_kernel as gluon_hopper_kernel/' > kernels/block_sparse_attention/_ab_static_gluon_hopper.py
-    git show 7dd3566:kernels/block_sparse_attention/gluon_hopper_kernel.py \\
-      > kernels/block_sparse_attention/_ab_static_gluon_hopper_kernel.py
+    base=kernels/block_sparse_attention/_ab_static_gluon_hopper
+    git show 7dd3566:kernels/block_sparse_attention/gluon_hopper_kernel.py > ${base}_kernel.py
+    git show 7dd3566:kernels/block_sparse_attention/gluon_hopper.py \\
+      | sed 's/from \\. import gluon_hopper_kernel$/from . import _ab_static_gluon_hopper_kernel as gluon_hopper_kernel/' \\
+      > ${base}.py
 
 Run from the repository root:
 
