@@ -2,12 +2,14 @@
 
 For every shape and density the three run on the same q/k/v and the same block mask (random per head
 and query block, `density` of the key blocks kept, always including the diagonal; with --masks varied the rows
-keep different numbers of blocks, as the planners' mass rules give, `density` of them on average). Reported per row:
+keep different numbers of blocks, as the planners' mass rules give, `density` of them on average; with --masks
+neighbours neighbouring query blocks share most of their blocks, as the methods' patterns do). Reported per row:
 median ms, effective TFLOP/s on the kept work (4*D * kept query-key pairs / time) and that rate over
 cuDNN's dense rate. Also measured: backward, the pattern planner and the fused SLA forward/backward at
 Wan 480p, and the kernel with `rectified`'s pooled columns of the dropped blocks against it without them.
 On an H100 the Gluon forward (`swiftdit_gluon`, what "auto" runs for these calls) is timed beside the Triton
-kernel (`swiftdit_triton`). Where NVIDIA's cuDNN frontend is installed (swiftdit[hopper]),
+kernel (`swiftdit_triton`), and at 64-token blocks its walk over pairs of query blocks too (`swiftdit_gluon_pairs`).
+Where NVIDIA's cuDNN frontend is installed (swiftdit[hopper]),
 its block-sparse kernel runs beside ours at 64-token blocks on the same table (`cudnn_frontend_bsa`).
 Results go to <out>/kernels.csv and <out>/kernels.json; a table is printed last.
 
@@ -35,7 +37,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from swiftdit.kernels.block_sparse_attention import block_mask_to_index_table, block_sparse_attention, cudnn_frontend
-from swiftdit.kernels.block_sparse_attention.gluon_hopper import gluon_forward_takes
+from swiftdit.kernels.block_sparse_attention.gluon_hopper import (
+    GLUON_PAIR_BLOCKS,
+    gluon_forward_takes,
+    launch_forward_hopper,
+)
 from swiftdit.kernels.block_sparse_planning import plan_block_sparse
 from swiftdit.kernels.sparse_linear_attention import sparse_linear_attention
 
@@ -114,7 +120,35 @@ def varied_block_mask(heads: int, n_blocks: int, density: float, device, seed: i
     return rank < keep.clamp(1, n_blocks)
 
 
-MASKS = {"random": random_block_mask, "varied": varied_block_mask}
+NEIGHBOUR_SHARE = 0.7  # of a query block's kept blocks that the block after it keeps too (neighbour masks)
+
+
+def neighbour_block_mask(heads: int, n_blocks: int, density: float, device, seed: int) -> torch.Tensor:
+    """(1, H, nB, nB) bool: as random_block_mask, but each odd query block keeps about NEIGHBOUR_SHARE of the
+    blocks of the even block before it (and random others), so that a pair of neighbouring query blocks lists
+    about 1 - NEIGHBOUR_SHARE / 2 = 0.65 as many distinct blocks as the two lists hold. The methods' patterns
+    overlap so: on the embedded model's 30-step demo generation, `sparse` plans (64-token blocks, density 0.50)
+    list 0.53 and `sla` plans (0.23) 0.68, where random rows of those densities would list 0.75 and 0.89."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    keep = max(1, round(density * n_blocks))
+    scores = torch.rand(1, heads, n_blocks, n_blocks, generator=generator, device=device)
+    scores.diagonal(dim1=-2, dim2=-1).fill_(3.0)
+    even = scores[:, :, 0:n_blocks - 1:2].topk(keep, dim=-1).indices
+    even_mask = torch.zeros_like(scores[:, :, 0:n_blocks - 1:2], dtype=torch.bool).scatter_(-1, even, True)
+    shared = even_mask & (torch.rand(even_mask.shape, generator=generator, device=device) < NEIGHBOUR_SHARE)
+    scores[:, :, 1::2] += 2.0 * shared[:, :, :scores[:, :, 1::2].shape[2]]
+    top = scores.topk(keep, dim=-1).indices
+    return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top, True)
+
+
+def pair_overlap(block_mask: torch.Tensor) -> float:
+    """Distinct blocks a pair of neighbouring query blocks lists, over the sum of the two lists' lengths."""
+    paired = block_mask.shape[2] // 2 * 2
+    first, second = block_mask[:, :, 0:paired:2], block_mask[:, :, 1:paired:2]
+    return ((first | second).sum() / (first.sum() + second.sum())).item()
+
+
+MASKS = {"random": random_block_mask, "varied": varied_block_mask, "neighbours": neighbour_block_mask}
 
 
 def kept_pairs(block_mask: torch.Tensor, n: int, block: int, text_tokens: int) -> float:
@@ -137,6 +171,17 @@ def flex_block_mask(block_mask: torch.Tensor, n: int, block: int, text_tokens: i
     no_partial = torch.zeros_like(counts)
     return BlockMask.from_kv_blocks(no_partial, torch.zeros_like(indices), counts, indices, BLOCK_SIZE=block,
                                     seq_lengths=(n, n + text_tokens))
+
+
+def gluon_pairs_forward(q, k, v, kv_indices, kv_counts, block: int, text_k, text_v):
+    """The Gluon forward over pairs of neighbouring query blocks (launch_forward_hopper's `pairs`; the tables
+    of block_mask_to_index_table list each row ascending), with the output and LSE allocated per call as
+    block_sparse_attention does."""
+    out = torch.empty_like(q)
+    lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+    launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block, 1 / math.sqrt(q.shape[-1]), text_k,
+                          text_v, pairs=True)
+    return out, lse
 
 
 def attention_rows(shape_key: str, densities, block: int, quick: bool, with_flex: bool, device,
@@ -168,15 +213,24 @@ def attention_rows(shape_key: str, densities, block: int, quick: bool, with_flex
 
         candidates = [("swiftdit_triton", ours)]
         if gluon_forward_takes(q, k, v, block, text_k=text_k, has_element_mask=False):
-            # The Gluon forward (FA3's layout) that "auto" runs on an H100 for these calls.
+            # The Gluon forward (FA3's layout) that "auto" runs on an H100 for these calls; at 64-token blocks
+            # also its walk over pairs of query blocks, which no method runs yet.
             candidates.append(("swiftdit_gluon", lambda: block_sparse_attention(
                 q, k, v, kv_indices, kv_counts, block, text_k=text_k, text_v=text_v, backend="gluon")))
+            if block in GLUON_PAIR_BLOCKS:
+                candidates.append(("swiftdit_gluon_pairs", lambda: gluon_pairs_forward(
+                    q, k, v, kv_indices, kv_counts, block, text_k, text_v)))
         if not t and cudnn_frontend.cudnn_frontend_takes(q, block, has_text=False, has_element_mask=False,
                                                          estimate_dropped=False, needs_grad=False):
             # NVIDIA's FA3-derived block-sparse kernel, where installed (swiftdit[hopper]): the same table.
             candidates.append(("cudnn_frontend_bsa", lambda: block_sparse_attention(
                 q, k, v, kv_indices, kv_counts, block, backend="cudnn-frontend")))
-        note = ""
+        note = f"pair overlap {pair_overlap(mask):.2f}"
+        named = dict(candidates)
+        if "swiftdit_gluon_pairs" in named:
+            with torch.no_grad():
+                err = (named["swiftdit_gluon_pairs"]()[0].float() - named["swiftdit_gluon"]()[0].float()).abs().max()
+            note += f"; max|pairs-gluon|={err.item():.2e}"
         if flex is not None:
             fmask = flex_block_mask(mask, n, block, t)
             flex_keys = [torch.cat([tx, x], 2) if t else x for x, tx in ((k, text_k), (v, text_v))]
@@ -185,7 +239,7 @@ def attention_rows(shape_key: str, densities, block: int, quick: bool, with_flex
             candidates.append(("flex_compiled", lambda: flex(q, *flex_keys, block_mask=fmask, kernel_options=tiles)))
             with torch.no_grad():
                 err = (ours()[0].float() - candidates[-1][1]()).float().abs().max().item()
-            note = f"max|ours-flex|={err:.2e}"
+            note += f"; max|ours-flex|={err:.2e}"
         for name, fn in candidates:
             with torch.no_grad():
                 ms = bench_ms(fn, quick)

@@ -54,8 +54,12 @@ GLUON_DTYPES = (torch.bfloat16, torch.float16)
 # Q (2 x 64 rows, 32 KB at head_dim 128) + 3 stages of K and V: 128-token tiles in one ring, or 64-token tiles in
 # one ring per lane; 224 KB of the 227 KB either way.
 GLUON_STAGES = 3
+# With pairs of 64-token query blocks (launch_forward_hopper's `pairs`) one ring of 64-token tiles serves both
+# consumers: 6 stages fill the same 224 KB.
+PAIR_STAGES = 6
 CONSUMER_ROWS = 64  # the kernel's CONSUMER_ROWS: query rows per consumer warpgroup, and per Q tile
 PROGRAM_ROWS = 128  # the kernel's PROGRAM_ROWS: 128 // block = lanes of work items per program
+GLUON_PAIR_BLOCKS = (CONSUMER_ROWS,)  # the block size whose query blocks can be paired: one per consumer
 MAX_PIECES = 4  # into how many pieces at most an item of a part-filled last wave is cut (plan_units)
 CUT_BLOCKS = (128,)  # the block sizes whose last waves are cut by default: see launch_forward_hopper
 
@@ -145,14 +149,19 @@ def _shared_layouts(gl, dtype, head_dim: int, block_size: int):
 
 
 def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: int, scale: float, text_k=None,
-                          text_v=None, text_key_mask=None, pooled=None, max_pieces: int | None = None) -> None:
+                          text_v=None, text_key_mask=None, pooled=None, max_pieces: int | None = None,
+                          pairs: bool = False) -> None:
     """q, k, v (B, H, N, D) that `gluon_forward_takes`; out (B, H, N, D) of q's dtype, any strides with a unit last
     one; lse (B, H, N) contiguous float32; kv_indices / kv_counts int32 (B|1, H|1, nQ, ...) / (B|1, H|1, nQ);
     scale > 0; text_k / text_v (B, H, L, D) and text_key_mask (B, L) uint8 (0 = padding), optional; pooled: the
     pooled columns of the dropped blocks as triton_ops.KernelPooledColumns, optional. max_pieces: see
     plan_units (1: never cut items); by default MAX_PIECES at 128-token blocks and 1 at 64, where cutting
     measured 1-3% slower at Wan 480p (presumably because the kernel is bound by L2 there, so a part-filled last
-    wave already runs its few lanes faster; not measured)."""
+    wave already runs its few lanes faster; not measured). pairs: walk pairs of neighbouring query blocks over
+    the merge of their key lists (64-token blocks; every row of kv_indices must hold its ids ascending, as
+    block_mask_to_index_table gives them, else the output is wrong): see PAIR_STAGES."""
+    if pairs and block_size not in GLUON_PAIR_BLOCKS:
+        raise ValueError(f"pairs=True needs block_size in {GLUON_PAIR_BLOCKS}, got {block_size}")
     kernel = load_kernel()
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -183,11 +192,14 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: 
         return [x.stride(i) if x.shape[i] > 1 else 0 for i in range(dims)]
 
     n_q_blocks = triton.cdiv(n, block_size)
-    lanes = PROGRAM_ROWS // block_size
+    lanes = 1 if pairs else PROGRAM_ROWS // block_size
     sm_count = _sm_count(q.device.index or 0)
     if max_pieces is None:
         max_pieces = MAX_PIECES if block_size in CUT_BLOCKS else 1
-    work = plan_units(b * h * n_q_blocks, sm_count * lanes, max_pieces)
+    if pairs:  # a pair's tiles are known only as its lists merge, so it is not cut into pieces
+        work = WorkUnits(b * h * triton.cdiv(n_q_blocks, 2), 1, b * h * triton.cdiv(n_q_blocks, 2))
+    else:
+        work = plan_units(b * h * n_q_blocks, sm_count * lanes, max_pieces)
     grid = (min(triton.cdiv(work.units, lanes), sm_count),)
     pieces = work.units - work.whole_items
     part_out = torch.empty((pieces, block_size, d), dtype=torch.float32, device=q.device) if pieces else lse
@@ -201,16 +213,17 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: 
         *(strides(pooled.dropped, 3) if pooled is not None else (0, 0, 0)),
         h, n, text_len, pooled.k.shape[2] if pooled is not None else 0, n_q_blocks, work.units, work.whole_items,
         work.split, claimed, part_out, part_lse, scale * LOG2E,
-        BLOCK=block_size, HEAD_DIM=d, STAGES=GLUON_STAGES, EVEN_N=n % block_size == 0, BNHD=views[0].bnhd,
-        HAS_TEXT=text_len > 0, HAS_TEXT_MASK=text_key_mask is not None, POOLED=pooled is not None, OUT_TMA=out_tma,
-        num_warps=4,
+        BLOCK=block_size, HEAD_DIM=d, STAGES=PAIR_STAGES if pairs else GLUON_STAGES, EVEN_N=n % block_size == 0,
+        BNHD=views[0].bnhd, HAS_TEXT=text_len > 0, HAS_TEXT_MASK=text_key_mask is not None, POOLED=pooled is not None,
+        OUT_TMA=out_tma, PAIRS=pairs, num_warps=4,
         maxnreg=168,
     )
     if pieces:
         merge_pieces(part_out, part_lse, out, lse, work.whole_items, work.split, block_size)
 
 
-def compile_check(head_dim: int, even_n: bool, extras: bool = True, block_size: int = 128) -> dict:
+def compile_check(head_dim: int, even_n: bool, extras: bool = True, block_size: int = 128,
+                  pairs: bool = False) -> dict:
     """Compile the kernel for compute capability 9.0 with the installed Triton, no GPU needed (not under
     TRITON_INTERPRET=1): its wgmma count, whether the partitions got register budgets (setmaxnreg) and its
     shared memory in bytes. extras: with the text and pooled-column paths compiled in. The CPU tests run it in a
@@ -226,8 +239,9 @@ def compile_check(head_dim: int, even_n: bool, extras: bool = True, block_size: 
     descriptors = {"q_desc": (CONSUMER_ROWS, q_layout), "o_desc": (CONSUMER_ROWS, q_layout)}
     descriptors.update({name: (block_size, kv_layout) for name in ("k_desc", "v_desc", "tk_desc", "tv_desc",
                                                                     "pk_desc", "pv_desc")})
-    constants = dict(BLOCK=block_size, HEAD_DIM=head_dim, STAGES=GLUON_STAGES, EVEN_N=even_n, BNHD=True,
-                     HAS_TEXT=extras, HAS_TEXT_MASK=extras, POOLED=extras, OUT_TMA=True, num_warps=4)
+    constants = dict(BLOCK=block_size, HEAD_DIM=head_dim, STAGES=PAIR_STAGES if pairs else GLUON_STAGES,
+                     EVEN_N=even_n, BNHD=True, HAS_TEXT=extras, HAS_TEXT_MASK=extras, POOLED=extras, OUT_TMA=True,
+                     PAIRS=pairs, num_warps=4)
     pointers = {"Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32", "KvCnt": "*i32", "TextMask": "*u8",
                 "PoolBias": "*fp32", "Dropped": "*u8", "Counter": "*i32", "PartOut": "*fp32", "PartLse": "*fp32"}
     signature, attrs = {}, {}

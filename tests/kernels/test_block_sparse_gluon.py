@@ -17,7 +17,10 @@ from swiftdit.kernels.block_sparse_attention import (
     block_sparse_attention,
     block_sparse_attention_reference,
 )
+from swiftdit.kernels.block_sparse_attention.pooled import mean_pool_blocks, pooled_columns
+from swiftdit.kernels.block_sparse_attention.triton_ops import KernelPooledColumns
 from swiftdit.kernels.block_sparse_attention.gluon_hopper import (
+    GLUON_PAIR_BLOCKS,
     MAX_PIECES,
     gluon_forward_takes,
     launch_forward_hopper,
@@ -40,17 +43,28 @@ def test_forcing_gluon_where_it_cannot_run_names_the_requirements():
         block_sparse_attention(q, k, v, kv_indices, kv_counts, 128, backend="gluon")
 
 
-@pytest.mark.parametrize("head_dim, even, text, block", [(128, False, True, 128), (64, True, False, 128),
-                                                        (128, False, True, 64), (64, True, False, 64)])
-def test_kernel_compiles_for_sm90(head_dim, even, text, block):
+def test_pairs_are_refused_at_other_block_sizes():
+    q, k, v = qkv(1, 1, 256, 128, torch.bfloat16)
+    kv_indices, kv_counts = block_mask_to_index_table(torch.ones(1, 1, 2, 2, dtype=torch.bool))
+    assert 128 not in GLUON_PAIR_BLOCKS
+    with pytest.raises(ValueError, match=r"pairs=True needs block_size in \(64,\), got 128"):
+        launch_forward_hopper(q, k, v, torch.empty_like(q), torch.empty(q.shape[:3]), kv_indices, kv_counts, 128,
+                              1.0, pairs=True)
+
+
+@pytest.mark.parametrize("head_dim, even, text, block, pairs", [
+    (128, False, True, 128, False), (64, True, False, 128, False), (128, False, True, 64, False),
+    (64, True, False, 64, False), (128, False, True, 64, True), (64, True, False, 64, True)])
+def test_kernel_compiles_for_sm90(head_dim, even, text, block, pairs):
     """A compile for compute capability 9.0 with the installed Triton, no GPU needed, in a subprocess (this one
     runs Triton's interpreter): the kernel's layouts, partitions and barriers type-check (one lane at 128-token
-    blocks, two at 64), the partitions get their register budgets, and the shared memory fits the H100's
-    227 KB."""
+    blocks, two at 64, one with pairs of 64-token blocks), the partitions get their register budgets, and the
+    shared memory fits the H100's 227 KB."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     script = ("import json; "
               "from swiftdit.kernels.block_sparse_attention.gluon_hopper import compile_check, load_kernel;"
-              f" print(json.dumps(compile_check({head_dim}, {even}, {text}, {block}) if load_kernel() else None))")
+              f" print(json.dumps(compile_check({head_dim}, {even}, {text}, {block}, {pairs})"
+              " if load_kernel() else None))")
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
@@ -151,8 +165,8 @@ def test_gpu_gluon_cuts_a_part_filled_last_wave_and_merges_the_pieces(block):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("block", [128, 64])
-def test_gpu_gluon_programs_claim_work_units_as_they_free_up(block):
+@pytest.mark.parametrize("block, pairs", [(128, False), (64, False), (64, True)])
+def test_gpu_gluon_programs_claim_work_units_as_they_free_up(block, pairs):
     """Programs take their first work unit by id and claim the rest from a counter. With several times more units
     than programs and rows from empty to every block (so the programs claim different numbers of units), every
     unit is computed exactly once: on two launches in a row, and on two replays of one CUDA graph (the counter
@@ -170,7 +184,7 @@ def test_gpu_gluon_programs_claim_work_units_as_they_free_up(block):
     out, lse = torch.empty_like(q), torch.empty(q.shape[:3], dtype=torch.float32, device="cuda")
 
     def launch():
-        launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block, 1 / math.sqrt(128))
+        launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block, 1 / math.sqrt(128), pairs=pairs)
 
     launch()
     first = out.clone()
@@ -189,3 +203,59 @@ def test_gpu_gluon_programs_claim_work_units_as_they_free_up(block):
         torch.cuda.synchronize()
         assert torch.equal(out, first)
         assert_lse_close(lse, ref_lse)
+
+
+def _neighbour_sharing_mask(b, h, n_blocks, density, shared, seed):
+    """A block mask whose odd query blocks keep a `shared` fraction of the blocks of the even block before them
+    and fill up with random others: the overlap the pairs walk is for (the methods' patterns have it)."""
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.rand(b, h, n_blocks, n_blocks, generator=generator) < density
+    keep_even = torch.rand(b, h, n_blocks // 2, n_blocks, generator=generator) < shared
+    odd = slice(1, 2 * (n_blocks // 2), 2)
+    mask[:, :, odd] = (mask[:, :, 0:2 * (n_blocks // 2):2] & keep_even) | (mask[:, :, odd] & ~keep_even)
+    return mask
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n, d, layout, text, pooled", [(8192, 128, "bnhd", 0, False), (3000, 128, "bhnd", 300, False),
+                                                        (8190, 64, "bnhd", 300, True)])
+def test_gpu_gluon_pairs_share_key_blocks_between_neighbouring_query_blocks(n, d, layout, text, pooled):
+    """Pairs of 64-token query blocks over the merge of their ascending key lists (launch_forward_hopper's
+    `pairs`): lists that share most blocks, lists that share none (head 1), one of a pair empty and both empty,
+    an odd number of query blocks (3000 tokens: the last pair has one), text keys with padding, `rectified`'s
+    pooled columns: against the reference, and within bf16 rounding of the two-lane walk."""
+    block, b, h = 64, 2, 3
+    n_blocks = math.ceil(n / block)
+    scale = 1 / math.sqrt(d)
+    q, k, v = qkv(b, h, n, d, torch.bfloat16, device="cuda", seed=7)
+    if layout == "bnhd":
+        q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
+    mask = _neighbour_sharing_mask(b, h, n_blocks, 0.2, 0.8, seed=7)
+    mask[:, 1] = torch.rand(b, n_blocks, n_blocks, generator=torch.Generator().manual_seed(8)) < 0.1  # unshared
+    mask[0, 0, 4] = False  # the first block of a pair empty
+    mask[0, 0, 7] = False  # the second
+    mask[1, 2, 10:12] = False  # both
+    mask[:, :, n_blocks - 1] = True  # the last block (alone in its pair where n_blocks is odd) keeps all
+    kv_indices, kv_counts = (x.to(torch.int32).contiguous().cuda() for x in block_mask_to_index_table(mask))
+    text_args, reference_args = {}, {}
+    if text:
+        text_k, text_v = qkv(b, h, text, d, torch.bfloat16, device="cuda", seed=9)[:2]
+        key_mask = (torch.rand(b, text, generator=torch.Generator().manual_seed(9)) < 0.8).cuda()
+        text_args = dict(text_k=text_k, text_v=text_v, text_key_mask=key_mask.to(torch.uint8))
+        reference_args = dict(text_k=text_k.float(), text_v=text_v.float(), text_key_mask=key_mask)
+    if pooled:
+        columns = pooled_columns(k, v, mask.cuda(), block, pool=mean_pool_blocks)
+        text_args["pooled"] = KernelPooledColumns.from_columns(columns, q.dtype, scale)
+    ref, ref_lse = block_sparse_attention_reference(q.float(), k.float(), v.float(), kv_indices, kv_counts, block,
+                                                    estimate_dropped=pooled, **reference_args)
+    outs = []
+    for pairs in (False, True):
+        out, lse = torch.empty_like(q), torch.empty(q.shape[:3], dtype=torch.float32, device="cuda")
+        launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block, scale, pairs=pairs, **text_args)
+        assert relative_error(out, ref) < 1e-2
+        assert_lse_close(lse, ref_lse)
+        outs.append(out)
+    assert (outs[0].float() - outs[1].float()).abs().max() < 2e-2  # bf16 roundings of the same sums
+    if not text and not pooled:
+        for batch, head, q_block in ((0, 0, 4), (0, 0, 7), (1, 2, 10), (1, 2, 11)):
+            assert torch.all(outs[1][batch, head, q_block * block:(q_block + 1) * block] == 0)
