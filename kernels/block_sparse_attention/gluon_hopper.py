@@ -225,9 +225,11 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: 
 def compile_check(head_dim: int, even_n: bool, extras: bool = True, block_size: int = 128,
                   pairs: bool = False) -> dict:
     """Compile the kernel for compute capability 9.0 with the installed Triton, no GPU needed (not under
-    TRITON_INTERPRET=1): its wgmma count, whether the partitions got register budgets (setmaxnreg) and its
-    shared memory in bytes. extras: with the text and pooled-column paths compiled in. The CPU tests run it in a
-    subprocess."""
+    TRITON_INTERPRET=1): its wgmma count, whether the partitions got register budgets (setmaxnreg), its shared
+    memory in bytes, and what Triton's ptxas says of the PTX: whether it serialized the wgmma instructions
+    (warning C7513: it waits on each product, so no softmax overlaps one) and its spill stores in bytes.
+    extras: with the text and pooled-column paths compiled in; pairs: launch_forward_hopper's `pairs`. The CPU
+    tests run it in a subprocess."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
@@ -261,4 +263,23 @@ def compile_check(head_dim: int, even_n: bool, extras: bool = True, block_size: 
                               target=target, options=options.__dict__)
     ptx = compiled.asm["ptx"]
     return {"wgmma": ptx.count("wgmma.mma_async"), "setmaxnreg": "setmaxnreg" in ptx,
-            "shared_bytes": compiled.metadata.shared}
+            "shared_bytes": compiled.metadata.shared, **_ptxas_report(ptx)}
+
+
+def _ptxas_report(ptx: str) -> dict:
+    """ptxas -v on the kernel's PTX for sm_90a: {"wgmma_serialized": bool, "spill_bytes": int}."""
+    import re
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder, "kernel.ptx")
+        source.write_text(ptx)
+        run = subprocess.run([get_ptxas(90).path, "-v", "--gpu-name=sm_90a", str(source), "-o",
+                              str(Path(folder, "kernel.cubin"))], capture_output=True, text=True, check=True)
+    log = run.stdout + run.stderr
+    spills = re.search(r"(\d+) bytes spill stores", log)
+    return {"wgmma_serialized": "C7513" in log, "spill_bytes": int(spills.group(1)) if spills else 0}

@@ -58,8 +58,8 @@ def test_pairs_are_refused_at_other_block_sizes():
 def test_kernel_compiles_for_sm90(head_dim, even, text, block, pairs):
     """A compile for compute capability 9.0 with the installed Triton, no GPU needed, in a subprocess (this one
     runs Triton's interpreter): the kernel's layouts, partitions and barriers type-check (one lane at 128-token
-    blocks, two at 64, one with pairs of 64-token blocks), the partitions get their register budgets, and the
-    shared memory fits the H100's 227 KB."""
+    blocks, two at 64, one with pairs of 64-token blocks), the partitions get their register budgets, the
+    shared memory fits the H100's 227 KB, and ptxas does not serialize the wgmma instructions."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     script = ("import json; "
               "from swiftdit.kernels.block_sparse_attention.gluon_hopper import compile_check, load_kernel;"
@@ -72,6 +72,9 @@ def test_kernel_compiles_for_sm90(head_dim, even, text, block, pairs):
         pytest.skip("this Triton has no Gluon Hopper API")
     assert result["wgmma"] > 0 and result["setmaxnreg"]
     assert result["shared_bytes"] <= 232448
+    # ptxas keeps the products asynchronous: a register the next P V reads, written while one may still run in
+    # a branchy loop, once made it serialize every wgmma of the pairs kernel.
+    assert not result["wgmma_serialized"]
 
 
 def _gpu_case(b, h, n, d, dtype, layout, block, empty_rows=0, density=0.3, seed=0):
