@@ -23,6 +23,13 @@ specialization, the async wgmma and its waits, and mbarriers, so this kernel has
   the L2 traffic per product of the 128-token case, and Nsight Compute puts the kernel at 81% of L2
   throughput at Wan 480p (benchmarks/results/kernels-h100/session12-gluon64/ncu);
 - the ring runs on across work items, so the next item's loads overlap this one's last products and its store.
+- 64-token blocks with `pairs` (launch_forward_hopper; every row of the index table ascending): one lane whose
+  work items are pairs of neighbouring query blocks, one per consumer. The producer merges the two key lists
+  and loads each block once, with a code per tile (in shared memory beside its stage) saying whose list holds
+  it; both consumers wait for every tile and take their turns, and each computes the tiles its block keeps.
+  Where neighbouring blocks keep many of the same blocks, as the methods' patterns do, that cuts the L2
+  traffic the two-lane walk is bound by; on rows that share nothing it loads as much. Written in session 14
+  without a GPU: compiled for sm_90 and checked by ptxas, not yet run. No method routes through it.
 
 Scope ("auto" takes it where `gluon_forward_takes` says so):
 - the kept visual blocks and, optionally, text keys with their padding mask and then `rectified`'s pooled

@@ -19,7 +19,8 @@ tma_store = tma.async_store if hasattr(tma, "async_store") else tma.async_copy_s
 
 # Each consumer warpgroup owns 64 query rows, and a program works on 128 at once. With 128-token blocks that is
 # one query block, split between the two consumers (one lane); with 64-token blocks it is two query blocks,
-# each with its own key list, so each consumer runs its own lane of work items with its own producer and ring.
+# each with its own key list, so each consumer runs its own lane of work items with its own producer and ring,
+# or (PAIRS) the two consumers share one lane whose items are pairs of neighbouring query blocks.
 CONSUMER_ROWS = gl.constexpr(64)
 PROGRAM_ROWS = gl.constexpr(128)
 LN2 = gl.constexpr(0.6931471805599453)  # the LSE in natural-log units from the scores' log2 units
@@ -333,7 +334,11 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
     PARTS: gl.constexpr = 2 if PAIRS else BLOCK // CONSUMER_ROWS  # consumers per lane
     LANE: gl.constexpr = CONSUMER // PARTS
     PART: gl.constexpr = CONSUMER % PARTS
-    TAKE_TURNS: gl.constexpr = PARTS == 2
+    # Both consumers share the lane's ring (and, at its end, the output staging in the item's last stage); they
+    # take turns on the tensor cores where they walk the same tiles with the same work (see _walk_pair_tiles for
+    # why not with PAIRS).
+    SHARED_LANE: gl.constexpr = PARTS == 2
+    TAKE_TURNS: gl.constexpr = SHARED_LANE and not PAIRS
     # The first of this consumer's rows in its query block, and which query block of the item it is in.
     ROW_IN_BLOCK: gl.constexpr = 0 if PAIRS else PART * CONSUMER_ROWS
     BLOCK_IN_ITEM: gl.constexpr = PART if PAIRS else 0
@@ -418,7 +423,7 @@ def _consumer(args, BLOCK: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.cons
                 # reads any more (both consumers of a shared lane are past it: k_read) and which the producer
                 # refills only once this consumer releases the stage below. A ragged last block keeps the
                 # masked stores (its rows past the end belong to the next (batch, head) in the 2D view).
-                if TAKE_TURNS:
+                if SHARED_LANE:
                     mbarrier.wait(k_read.index(0), (items_with_tiles - 1) & 1)
                 if PAIRS and CONSUMER == 1:
                     o_tile = v_smem.index(last)
@@ -520,9 +525,12 @@ def _walk_pair_tiles(tile, rows_exist, q, k_smem, v_smem, ready, empty, codes, m
                      OUT_TMA: gl.constexpr, CONSUMER: gl.constexpr):
     """PAIRS: one consumer's walk over a pair's merged tiles (_walk_merged_lists) from tile number `tile` on, the
     item's last P V included. Returns (the next tile number, the stage of the item's last tile, acc, m, l).
-    Both consumers wait for every tile and take their turns on it, so that the turns stay in step; a consumer
-    computes the tiles its block keeps (its bit of the code) and releases the others at once, except the last,
-    whose stage serves the output store. Its products stay one tile behind as without PAIRS: P V of its
+    Both consumers wait for every tile; a consumer computes the tiles its block keeps (its bit of the code) and
+    releases the others at once, except the last, whose stage serves the output store. They take no turns on
+    the tensor cores: where one block keeps a run of tiles the other does not, turns would hold that consumer
+    to the other's pace through it, whereas without them it runs ahead (as far as the ring lets it) while the
+    other skips to its next tile, and both keep the tensor cores busy. Between consumers of separate lanes at
+    64-token blocks, turns measured within 1-3% of none (BENCHMARKS.md, session 12). Its products stay one tile behind as without PAIRS: P V of its
     previous kept tile goes with Q K^T of the next, and the stage of that tile stays held until then. A tile
     STAGES further on needs that stage back, so before waiting for it the consumer finishes the pending P V
     alone and releases the stage (else the producer and this consumer would wait on each other)."""
@@ -539,14 +547,14 @@ def _walk_pair_tiles(tile, rows_exist, q, k_smem, v_smem, ready, empty, codes, m
             mbarrier.arrive(empty.index(pending_stage), count=1)
             pending = 0
             p_prev = gl.zeros_like(p_prev)
-        stage = _wait_for_tile(ready, my_turn, tile, 0, STAGES, CONSUMER, True)
+        stage = _wait_for_tile(ready, my_turn, tile, 0, STAGES, CONSUMER, False)
         key_block, code = _read_pair(codes.index(stage))
         at_end = code & CODE_LAST
         if (((code >> CONSUMER) & 1) != 0) & rows_exist:
             # Without a pending P, the zero P meets this tile's V (loaded, so finite), as on an item's first tile.
             pv_stage = gl.where(pending != 0, pending_stage, stage)
             s, acc = _issue_products(q, k_smem.index(stage), p_prev, v_smem.index(pv_stage), acc, s_zero,
-                                     their_turn, True)
+                                     their_turn, False)
             if at_end != 0:
                 mbarrier.arrive(q_empty, count=1)  # the item's last Q K^T is done
             p, alpha, m_i, l_i = _tile_probabilities(
@@ -564,7 +572,6 @@ def _walk_pair_tiles(tile, rows_exist, q, k_smem, v_smem, ready, empty, codes, m
             pending_tile = tile
             pending_stage = stage
         else:
-            mbarrier.arrive(their_turn, count=1)
             if at_end != 0:
                 mbarrier.arrive(q_empty, count=1)
             else:
