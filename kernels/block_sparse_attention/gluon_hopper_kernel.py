@@ -530,10 +530,12 @@ def _walk_pair_tiles(tile, rows_exist, q, k_smem, v_smem, ready, empty, codes, m
     the tensor cores: where one block keeps a run of tiles the other does not, turns would hold that consumer
     to the other's pace through it, whereas without them it runs ahead (as far as the ring lets it) while the
     other skips to its next tile, and both keep the tensor cores busy. Between consumers of separate lanes at
-    64-token blocks, turns measured within 1-3% of none (BENCHMARKS.md, session 12). Its products stay one tile behind as without PAIRS: P V of its
-    previous kept tile goes with Q K^T of the next, and the stage of that tile stays held until then. A tile
-    STAGES further on needs that stage back, so before waiting for it the consumer finishes the pending P V
-    alone and releases the stage (else the producer and this consumer would wait on each other)."""
+    64-token blocks, turns measured within 1-3% of none (BENCHMARKS.md, session 12). Its products stay one
+    tile behind as without PAIRS: P V of its previous kept tile goes with Q K^T of the next, and the stage of
+    that tile stays held until then. A tile STAGES further on needs that stage back, so before waiting for it
+    the consumer finishes the pending P V alone and releases the stage (else the producer and this consumer
+    would wait on each other). benchmarks/results/kernels-h100/session14-pairs/protocol_model.py models this
+    protocol."""
     p_prev = gl.zeros([CONSUMER_ROWS, BLOCK], dtype, layout=p_layout)
     pending = 0  # whether p_prev holds a P whose P V is still to issue, on stage pending_stage
     pending_tile = 0

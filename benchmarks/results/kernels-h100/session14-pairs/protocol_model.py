@@ -14,168 +14,207 @@ its own block's list, then the text tiles.
 
     python benchmarks/results/kernels-h100/session14-pairs/protocol_model.py    # prints "ok <steps>"
 
-With the flush of a pending P V removed (the `tile == ptile + S` rule) it deadlocks; with the last stage
-released early, or the k_read wait removed, an assertion fails: the checks have teeth."""
+Checked that the checks can fail: with the flush of a pending P V removed (the `pending_tile + stages` rule)
+it hangs; with the k_read wait removed, or the last stage released with the pending one, an assertion
+fails."""
+
 import random
 
-class Bar:
-    def __init__(s, count): s.count, s.pending, s.tx, s.phases = count, count, 0, 0
-    def arrive(s, n=1, tx=0):
-        s.pending -= n; s.tx += tx; assert s.pending >= 0, "too many arrivals"; s._check()
-    def complete_tx(s, n): s.tx -= n; s._check()
-    def _check(s):
-        if s.pending == 0 and s.tx == 0: s.phases += 1; s.pending = s.count
-    def passed(s, parity): return s.phases % 2 != parity
+CODE_A, CODE_B, CODE_LAST = 1, 2, 4  # as in the kernel
 
-def run(lists, text_tiles, S, seed, n_qb, turns=True):
-    rnd = random.Random(seed)
-    ready = [Bar(1) for _ in range(S)]; empty = [Bar(2) for _ in range(S)]
-    turn = [Bar(1), Bar(1)]; q_ready = Bar(1); q_empty = Bar(2); k_read = Bar(2)
-    claim = [None]; codes = [None] * S
-    content = [None] * S; holders = [set() for _ in range(S)]; tma = []
-    units = len(lists)
-    seen = {}
-    done_reading = {}
+
+class MBarrier:
+    """An mbarrier: a phase completes when `count` arrivals and every expected transaction are in."""
+
+    def __init__(self, count):
+        self.count, self.pending, self.tx, self.phases = count, count, 0, 0
+
+    def arrive(self, expect_tx=0):
+        self.pending -= 1
+        self.tx += expect_tx
+        assert self.pending >= 0, "more arrivals than the barrier's count"
+        self._maybe_complete()
+
+    def complete_tx(self):
+        self.tx -= 1
+        self._maybe_complete()
+
+    def _maybe_complete(self):
+        if self.pending == 0 and self.tx == 0:
+            self.phases += 1
+            self.pending = self.count
+
+    def passed(self, parity):
+        """mbarrier.wait(parity) returns: the phase of that parity has completed (a fresh one: parity 1)."""
+        return self.phases % 2 != parity
+
+
+def merged_tiles(list_a, list_b, text_tiles):
+    """_walk_merged_lists: (key block, code) per tile; text tiles get negative ids."""
+    tiles = []
+    i = j = 0
+    while i < len(list_a) or j < len(list_b):
+        block = min(list_a[i] if i < len(list_a) else 1 << 30, list_b[j] if j < len(list_b) else 1 << 30)
+        in_a = i < len(list_a) and list_a[i] == block
+        in_b = j < len(list_b) and list_b[j] == block
+        i, j = i + in_a, j + in_b
+        ends = i == len(list_a) and j == len(list_b) and text_tiles == 0
+        tiles.append((block, CODE_A * in_a + CODE_B * in_b + CODE_LAST * ends))
+    for x in range(text_tiles):
+        tiles.append((-1 - x, CODE_A + CODE_B + CODE_LAST * (x == text_tiles - 1)))
+    return tiles
+
+
+def run(pairs, text_tiles, stages, n_q_blocks, seed, turns):
+    """One random interleaving of one program's producer and two consumers over the work items `pairs`."""
+    rng = random.Random(seed)
+    ready = [MBarrier(1) for _ in range(stages)]
+    empty = [MBarrier(2) for _ in range(stages)]
+    turn = [MBarrier(1), MBarrier(1)]
+    q_ready, q_empty, k_read = MBarrier(1), MBarrier(2), MBarrier(2)
+    claim = [None]
+    codes = [None] * stages  # (key block, code, tile number) beside each stage
+    content = [None] * stages  # ("loading" | "ready", tile number)
+    holders = [set() for _ in range(stages)]  # consumers that have not released the stage's current tile
+    tma_in_flight = []
+    computed = {}  # query block -> key blocks its consumer computed
+    done_with_last = set()  # (item, consumer) past every read of the item's last stage
+
     def producer():
-        tile = 0; done = 0
-        for unit in range(units):
-            a_list, b_list = lists[unit]
-            yield (q_empty, (done & 1) ^ 1)
-            handed = len(a_list) + len(b_list) + text_tiles
-            claim[0] = (unit, handed)
-            q_ready.arrive(1, tx=1); tma.append((q_ready, None, None))
-            ia = ib = 0
-            na = a_list[0] if a_list else None; nb = b_list[0] if b_list else None
-            seq = []
-            while na is not None or nb is not None:
-                kb = min(x for x in (na, nb) if x is not None)
-                ina, inb = na == kb, nb == kb
-                if ina: ia += 1; na = a_list[ia] if ia < len(a_list) else None
-                if inb: ib += 1; nb = b_list[ib] if ib < len(b_list) else None
-                ends = na is None and nb is None and text_tiles == 0
-                seq.append((kb, ina + 2 * inb + 4 * ends))
-            for x in range(text_tiles):
-                seq.append((-1 - x, 3 + 4 * (x == text_tiles - 1)))
-            for kb, code in seq:
-                st = tile % S
-                yield (empty[st], ((tile // S) & 1) ^ 1)
-                assert not holders[st], f"stage {st} overwritten while held by {holders[st]}"
-                codes[st] = (kb, code, tile)
-                content[st] = ("loading", tile)
-                ready[st].arrive(1, tx=1); tma.append((ready[st], st, tile))
+        tile = done = 0
+        for item, (list_a, list_b) in enumerate(pairs):
+            yield q_empty, (done & 1) ^ 1
+            claim[0] = (item, len(list_a) + len(list_b) + text_tiles)
+            q_ready.arrive(expect_tx=1)
+            tma_in_flight.append((q_ready, None, None))
+            for block, code in merged_tiles(list_a, list_b, text_tiles):
+                stage = tile % stages
+                yield empty[stage], ((tile // stages) & 1) ^ 1
+                assert not holders[stage], f"stage {stage} refilled while {holders[stage]} hold it"
+                codes[stage] = (block, code, tile)
+                content[stage] = ("loading", tile)
+                ready[stage].arrive(expect_tx=1)
+                tma_in_flight.append((ready[stage], stage, tile))
                 tile += 1
             done += 1
-        yield (q_empty, (done & 1) ^ 1)
-        claim[0] = (units, 0)
-        q_ready.arrive(1)
+        yield q_empty, (done & 1) ^ 1
+        claim[0] = (len(pairs), 0)
+        q_ready.arrive()
 
-    def consumer(c):
-        tile = 0; done = 0; iwt = 0
-        yield (q_ready, 0)
-        unit, count = claim[0]
-        while unit < units:
-            q_block = 2 * unit + c
-            rows_exist = q_block < n_qb
-            got = []
-            walked = count > 0
-            last = 0
-            if walked:
-                pending = 0; ptile = pstage = 0; stage = 0; at_end = 0
+    def release(stage, consumer):
+        holders[stage].discard(consumer)
+        empty[stage].arrive()
+
+    def consumer(me):
+        tile = done = items_with_tiles = 0
+        yield q_ready, 0
+        item, count = claim[0]
+        while item < len(pairs):
+            q_block = 2 * item + me
+            rows_exist = q_block < n_q_blocks
+            mine = []
+            stage = 0
+            if count > 0:  # _walk_pair_tiles
+                pending = pending_tile = pending_stage = 0
+                at_end = False
                 while not at_end:
-                    if pending and tile == ptile + S:
-                        assert c in holders[pstage] and content[pstage] == ("ready", ptile)
-                        holders[pstage].discard(c); empty[pstage].arrive()
+                    if pending and tile == pending_tile + stages:  # the flush
+                        assert me in holders[pending_stage] and content[pending_stage] == ("ready", pending_tile)
+                        release(pending_stage, me)
                         pending = 0
-                    stage = tile % S
-                    yield (ready[stage], (tile // S) & 1)
-                    if turns: yield (turn[c], (tile & 1) ^ (1 - c))
-                    kb, code, ptile_check = codes[stage]
-                    assert ptile_check == tile and content[stage] == ("ready", tile), (c, tile, codes[stage], content[stage])
-                    at_end = code & 4
-                    if (code >> c) & 1 and rows_exist:
-                        pv = pstage if pending else stage
-                        assert c in holders[stage] and c in holders[pv]
-                        assert content[pv] == ("ready", ptile if pending else tile)
-                        if turns: turn[1 - c].arrive()
-                        if at_end: q_empty.arrive()
-                        got.append(kb)
+                    stage = tile % stages
+                    yield ready[stage], (tile // stages) & 1
+                    if turns:
+                        yield turn[me], (tile & 1) ^ (1 - me)
+                    block, code, loaded = codes[stage]
+                    assert loaded == tile and content[stage] == ("ready", tile), (me, tile, codes[stage])
+                    at_end = bool(code & CODE_LAST)
+                    if (code >> me) & 1 and rows_exist:
+                        pv_stage = pending_stage if pending else stage
+                        assert me in holders[stage] and me in holders[pv_stage]
+                        assert content[pv_stage] == ("ready", pending_tile if pending else tile)
+                        if turns:
+                            turn[1 - me].arrive()
+                        if at_end:
+                            q_empty.arrive()
+                        mine.append(block)
                         if pending:
-                            holders[pstage].discard(c); empty[pstage].arrive()
-                        pending = 1; ptile = tile; pstage = stage
+                            release(pending_stage, me)
+                        pending, pending_tile, pending_stage = 1, tile, stage
                     else:
-                        if turns: turn[1 - c].arrive()
-                        if at_end: q_empty.arrive()
+                        if turns:
+                            turn[1 - me].arrive()
+                        if at_end:
+                            q_empty.arrive()
                         else:
-                            holders[stage].discard(c); empty[stage].arrive()
+                            release(stage, me)
                     tile += 1
-                    yield None  # let others interleave
-                last = stage
-                if pending:
-                    assert c in holders[pstage] and content[pstage] == ("ready", ptile)
-                    if pstage != stage:
-                        holders[pstage].discard(c); empty[pstage].arrive()
-                done_reading[(unit, c)] = True
+                    yield None  # a point where the others may run
+                if pending:  # the last P V
+                    assert me in holders[pending_stage] and content[pending_stage] == ("ready", pending_tile)
+                    if pending_stage != stage:
+                        release(pending_stage, me)
+                done_with_last.add((item, me))
                 k_read.arrive()
-                iwt += 1
+                items_with_tiles += 1
             else:
                 q_empty.arrive()
-            if rows_exist and walked:
-                yield (k_read, (iwt - 1) & 1)
-                assert done_reading.get((unit, 1 - c)), f"staging before the other consumer is done, unit {unit}"
-                assert c in holders[last] and content[last][0] == "ready"
+            if rows_exist and count > 0:  # the output staged in the last stage, stored by TMA
+                yield k_read, (items_with_tiles - 1) & 1
+                assert (item, 1 - me) in done_with_last, f"item {item}: staged while the other still reads"
+                assert me in holders[stage] and content[stage][0] == "ready"
                 yield None
-            if walked:
-                holders[last].discard(c); empty[last].arrive()
+            if count > 0:
+                release(stage, me)
             if rows_exist:
-                seen[q_block] = got
+                computed[q_block] = mine
             done += 1
-            yield (q_ready, done & 1)
-            unit, count = claim[0]
+            yield q_ready, done & 1
+            item, count = claim[0]
 
-    agents = {"p": producer(), 0: consumer(0), 1: consumer(1)}
-    waits = {k: None for k in agents}
+    agents = {"producer": producer(), 0: consumer(0), 1: consumer(1)}
+    waits = {name: None for name in agents}
     steps = 0
     while agents:
-        runnable = [k for k in agents if waits[k] is None or waits[k][0].passed(waits[k][1])]
-        choices = runnable + (["tma"] if tma else [])
-        if not choices:
-            raise AssertionError(f"deadlock: waits {[(k, waits[k][1], waits[k][0].phases) for k in agents]}")
-        k = rnd.choice(choices)
-        if k == "tma":
-            bar, st, t = tma.pop(rnd.randrange(len(tma)))
-            if st is not None:
-                content[st] = ("ready", t); holders[st] = {0, 1}
-            bar.complete_tx(1)
+        runnable = [name for name in agents if waits[name] is None or waits[name][0].passed(waits[name][1])]
+        choices = runnable + (["tma"] if tma_in_flight else [])
+        assert choices, f"hang: {[(name, waits[name][1], waits[name][0].phases) for name in agents]}"
+        name = rng.choice(choices)
+        if name == "tma":
+            barrier, stage, tile = tma_in_flight.pop(rng.randrange(len(tma_in_flight)))
+            if stage is not None:
+                content[stage] = ("ready", tile)
+                holders[stage] = {0, 1}
+            barrier.complete_tx()
             continue
         try:
-            waits[k] = next(agents[k])
+            waits[name] = next(agents[name])
         except StopIteration:
-            del agents[k]; del waits[k]
+            del agents[name], waits[name]
         steps += 1
-    for u, (a, b) in enumerate(lists):
-        for c, lst in ((0, a), (1, b)):
-            qb = 2 * u + c
-            if qb < n_qb:
-                expect = list(lst) + [-1 - x for x in range(text_tiles)] if (lst or text_tiles) else []
-                if not lst and text_tiles:
-                    expect = [-1 - x for x in range(text_tiles)]
-                assert seen[qb] == expect, (qb, seen[qb], expect)
+    for item, lists in enumerate(pairs):
+        for me, keys in enumerate(lists):
+            if 2 * item + me < n_q_blocks:
+                assert computed[2 * item + me] == list(keys) + [-1 - x for x in range(text_tiles)]
     return steps
 
-rnd = random.Random(0)
-total = 0
-for trial in range(3000):
-    nk = rnd.choice([1, 3, 8, 20])
-    S = rnd.choice([2, 3, 6])
-    n_qb = rnd.choice([1, 2, 5, 8])
-    text = rnd.choice([0, 0, 1, 2])
-    lists = []
-    for u in range((n_qb + 1) // 2):
-        pair = []
-        for c in range(2):
-            if 2 * u + c >= n_qb: pair.append([]); continue
-            d = rnd.choice([0.0, 0.1, 0.5, 1.0])
-            pair.append(sorted(j for j in range(nk) if rnd.random() < d))
-        lists.append(tuple(pair))
-    total += run(lists, text, S, trial, n_qb, turns=trial % 2 == 0)
-print("ok", total)
+
+def main():
+    rng = random.Random(0)
+    steps = 0
+    for trial in range(3000):
+        n_k_blocks = rng.choice([1, 3, 8, 20])
+        n_q_blocks = rng.choice([1, 2, 5, 8])
+        pairs = []
+        for item in range((n_q_blocks + 1) // 2):
+            lists = []
+            for me in range(2):
+                density = rng.choice([0.0, 0.1, 0.5, 1.0]) if 2 * item + me < n_q_blocks else 0.0
+                lists.append([j for j in range(n_k_blocks) if rng.random() < density])
+            pairs.append(lists)
+        steps += run(pairs, rng.choice([0, 0, 1, 2]), rng.choice([2, 3, 6]), n_q_blocks, trial, turns=trial % 2 == 0)
+    print("ok", steps)
+
+
+if __name__ == "__main__":
+    main()
