@@ -26,10 +26,7 @@ import argparse
 import json
 import math
 import os
-import re
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 
@@ -45,6 +42,7 @@ from bench_kernels import SHAPES, kept_pairs, random_block_mask
 from swiftdit.kernels.block_sparse_attention import block_mask_to_index_table
 from swiftdit.kernels.block_sparse_attention import triton_attention as ta
 from swiftdit.kernels.block_sparse_attention.triton_ops import launch_forward
+from swiftdit.kernels.ptxas_report import ptxas_report
 
 # (shape key, density) measured per variant; block 128 throughout.
 CASES = (("wan480", 0.10), ("wan480", 1.00), ("wan720", 0.10))
@@ -199,16 +197,16 @@ def compile_check(args) -> dict:
     kernel = ta.block_sparse_forward_kernel.fn
     pointers = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16", "Lse": "*fp32", "KvIdx": "*i32",
                 "KvCnt": "*i32", "TextK": "*bf16", "TextV": "*bf16", "TextMask": "*u8", "ElemMask": "*u8",
-                "BlockFull": "*u8"}
+                "BlockFull": "*u8", "Coords": "*i32", "PoolK": "*bf16", "PoolV": "*bf16", "PoolBias": "*fp32",
+                "Dropped": "*u8"}
     aligned = {"s_qb", "s_qh", "s_qn", "s_kb", "s_kh", "s_kn", "s_vb", "s_vh", "s_vn", "s_ob", "s_oh", "s_on"}
     target = GPUTarget("cuda", 90, 32)
     backend = triton.compiler.make_backend(target)
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     rows = []
     for config, pruned in sweep_configs(BLOCK, 128, everything=True):
         constants = {"BLOCK": BLOCK, "HEAD_DIM": 128, "BLOCK_D": 128, "EVEN_N": False, "HAS_TEXT": False,
                          "HAS_TEXT_MASK": False, "EMASK_KIND": 0, "TMA_OK": True, "SUB": config["SUB"],
-                         "USE_TMA": config["USE_TMA"], "WARP_SPEC": config["WARP_SPEC"]}
+                         "USE_TMA": config["USE_TMA"], "WARP_SPEC": config["WARP_SPEC"], "HAS_POOLED": False}
         signature, attrs = {}, {}
         for i, name in enumerate(kernel.arg_names):
             if name in constants:
@@ -228,16 +226,9 @@ def compile_check(args) -> dict:
                        global_scratch=getattr(meta, "global_scratch_size", 0),
                        wgmma=compiled.asm["ptx"].count("wgmma.mma_async"),
                        tma_loads=compiled.asm["ptx"].count("cp.async.bulk.tensor"))
-            with tempfile.TemporaryDirectory() as tmp:
-                ptx = os.path.join(tmp, "k.ptx")
-                with open(ptx, "w") as f:
-                    f.write(compiled.asm["ptx"])
-                report = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", ptx, "-o", os.path.join(tmp, "k.o")],
-                                        check=False, capture_output=True, text=True).stderr
-            regs = re.search(r"Used (\d+) registers", report)
-            spills = re.search(r"(\d+) bytes spill stores", report)
-            row.update(registers=int(regs.group(1)) if regs else None, spill_bytes=int(spills.group(1)) if spills
-                       else None, fits_smem=meta.shared <= ta.SMEM_LIMIT_BYTES)
+            report = ptxas_report(compiled.asm["ptx"])
+            row.update(registers=report.registers, spill_bytes=report.spill_bytes,
+                       wgmma_serialized=report.wgmma_serialized, fits_smem=meta.shared <= ta.SMEM_LIMIT_BYTES)
         except Exception as exc:  # noqa: BLE001
             row["error"] = short_error(exc)
         print(f"  {row['variant']}: " + (row["error"] or f"smem {row['shared_bytes'] // 1024} KB, regs "

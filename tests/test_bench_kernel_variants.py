@@ -40,3 +40,31 @@ def test_sweep_keeps_the_autotuned_configs_and_names_why_others_are_dropped():
     assert len(everything) == 48
     reasons = {why for _, why in everything if why}
     assert any("shared memory" in why for why in reasons) and any("registers" in why for why in reasons)
+
+
+def test_compile_check_compiles_a_variant_for_sm90_and_reads_ptxas(tmp_path):
+    """--compile-check (no GPU: the variant compiled for sm_90 and assembled by ptxas) on one variant, in a
+    subprocess without the interpreter: it compiles with the kernel's current arguments and records shared
+    memory, registers and spills. Its argument list had gone stale once, and every variant failed."""
+    import os
+    import subprocess
+    import sys
+
+    from benchmark_scripts import BENCHMARKS_DIR
+
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]);"
+        "import bench_kernel_variants as bench;"
+        "first = bench.sweep_configs(128, 128, everything=False)[:1];"
+        "bench.sweep_configs = lambda *args, **kwargs: first;"
+        "print(json.dumps(bench.compile_check(None)['rows']))"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    # "--compile-check" in its argv keeps the script from turning on the interpreter, as on its command line.
+    run = subprocess.run([sys.executable, "-c", script, str(BENCHMARKS_DIR), "--compile-check"], env=env,
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (row,) = json.loads(run.stdout.strip().splitlines()[-1])
+    assert row["error"] is None, row["error"]
+    assert row["shared_bytes"] > 0 and row["registers"] > 0 and row["spill_bytes"] is not None
+    assert row["wgmma"] > 0 and not row["wgmma_serialized"]

@@ -240,6 +240,8 @@ def compile_check(head_dim: int, even_n: bool, extras: bool = True, block_size: 
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
+    from ..ptxas_report import ptxas_report
+
     kernel = load_kernel()
     if kernel is None:
         raise RuntimeError("this Triton has no Gluon Hopper API")
@@ -269,24 +271,7 @@ def compile_check(head_dim: int, even_n: bool, extras: bool = True, block_size: 
     compiled = triton.compile(GluonASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs),
                               target=target, options=options.__dict__)
     ptx = compiled.asm["ptx"]
+    report = ptxas_report(ptx)
     return {"wgmma": ptx.count("wgmma.mma_async"), "setmaxnreg": "setmaxnreg" in ptx,
-            "shared_bytes": compiled.metadata.shared, **_ptxas_report(ptx)}
-
-
-def _ptxas_report(ptx: str) -> dict:
-    """ptxas -v on the kernel's PTX for sm_90a: {"wgmma_serialized": bool, "spill_bytes": int}."""
-    import re
-    import subprocess
-    import tempfile
-    from pathlib import Path
-
-    from triton.backends.nvidia.compiler import get_ptxas
-
-    with tempfile.TemporaryDirectory() as folder:
-        source = Path(folder, "kernel.ptx")
-        source.write_text(ptx)
-        run = subprocess.run([get_ptxas(90).path, "-v", "--gpu-name=sm_90a", str(source), "-o",
-                              str(Path(folder, "kernel.cubin"))], capture_output=True, text=True, check=True)
-    log = run.stdout + run.stderr
-    spills = re.search(r"(\d+) bytes spill stores", log)
-    return {"wgmma_serialized": "C7513" in log, "spill_bytes": int(spills.group(1)) if spills else 0}
+            "shared_bytes": compiled.metadata.shared, "wgmma_serialized": report.wgmma_serialized,
+            "spill_bytes": report.spill_bytes}
