@@ -26,7 +26,8 @@ specialization, the async wgmma and its waits, and mbarriers, so this kernel has
 - 64-token blocks with `pairs` (launch_forward_hopper; every row of the index table ascending): one lane whose
   work items are pairs of neighbouring query blocks, one per consumer. The producer merges the two key lists
   and loads each block once, with a code per tile (in shared memory beside its stage) saying whose list holds
-  it; both consumers wait for every tile and take their turns, and each computes the tiles its block keeps.
+  it; both consumers wait for every tile, each computes the tiles its block keeps and skips the others, and
+  they take no turns, so either runs ahead through tiles only its block keeps.
   Where neighbouring blocks keep many of the same blocks, as the methods' patterns do, that cuts the L2
   traffic the two-lane walk is bound by; on rows that share nothing it loads as much. Written in session 14
   without a GPU: compiled for sm_90 and checked by ptxas, not yet run. No method routes through it.
@@ -166,7 +167,7 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: 
     measured 1-3% slower at Wan 480p (presumably because the kernel is bound by L2 there, so a part-filled last
     wave already runs its few lanes faster; not measured). pairs: walk pairs of neighbouring query blocks over
     the merge of their key lists (64-token blocks; every row of kv_indices must hold its ids ascending, as
-    block_mask_to_index_table gives them, else the output is wrong): see PAIR_STAGES."""
+    block_mask_to_index_table gives them, else the output is wrong): see the module docstring."""
     if pairs and block_size not in GLUON_PAIR_BLOCKS:
         raise ValueError(f"pairs=True needs block_size in {GLUON_PAIR_BLOCKS}, got {block_size}")
     kernel = load_kernel()
