@@ -205,7 +205,8 @@ def launch_forward_hopper(q, k, v, out, lse, kv_indices, kv_counts, block_size: 
     if max_pieces is None:
         max_pieces = MAX_PIECES if block_size in CUT_BLOCKS else 1
     if pairs:  # a pair's tiles are known only as its lists merge, so it is not cut into pieces
-        work = WorkUnits(b * h * triton.cdiv(n_q_blocks, 2), 1, b * h * triton.cdiv(n_q_blocks, 2))
+        pair_items = b * h * triton.cdiv(n_q_blocks, 2)
+        work = WorkUnits(pair_items, 1, pair_items)
     else:
         work = plan_units(b * h * n_q_blocks, sm_count * lanes, max_pieces)
     grid = (min(triton.cdiv(work.units, lanes), sm_count),)
