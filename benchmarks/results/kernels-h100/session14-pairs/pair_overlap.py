@@ -20,11 +20,12 @@ from bench_kernels import pair_overlap  # noqa: E402
 
 from swiftdit.api import attention_session, disable_efficient_attention, enable_efficient_attention  # noqa: E402
 from swiftdit.demo import DEMO_PROMPT  # noqa: E402
+from swiftdit.methods import available_methods  # noqa: E402
 from swiftdit.pipelines import load_pipeline  # noqa: E402
 from swiftdit.render import RenderRequest, generate  # noqa: E402
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--methods", nargs="+", default=["sparse", "sla"])
+parser.add_argument("--methods", nargs="+", default=["sparse", "sla"], choices=available_methods())
 parser.add_argument("--height", type=int, default=None)
 parser.add_argument("--width", type=int, default=None)
 parser.add_argument("--frames", type=int, default=None)
